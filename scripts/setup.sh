@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up: .venv with the pinned dependencies (requirements.lock) and visionlab
+# installed in editable mode. A second run finds the stamp matching and installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; raise SystemExit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "visionlab needs Python >= 3.11; set PYTHON=/path/to/python3.11 or newer" >&2
+  exit 2
+fi
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=.venv/.visionlab-installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "visionlab: installing the pinned environment into .venv (torch is large: a few minutes the first time)" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.lock
+  .venv/bin/python -m pip install --quiet --no-deps -e .
+  echo "$want" > "$stamp"
+fi

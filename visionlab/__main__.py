@@ -1,0 +1,4 @@
+"""``python -m visionlab``: the same as the ``visionlab`` command."""
+from .cli import main
+
+raise SystemExit(main())
