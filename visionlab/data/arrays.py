@@ -58,7 +58,8 @@ def idx_files(folder: Path) -> dict[tuple[str, str], Path]:
 
 
 def is_fashion(folder: Path, labels: Path) -> bool:
-    if any("fashion" in part.lower() for part in folder.resolve().parts):
+    # the folder or its two parents name it (FashionMNIST/raw, fashion-mnist/, data/fashion/...)
+    if any("fashion" in part.lower() for part in folder.resolve().parts[-3:]):
         return True
     return hashlib.md5(labels.read_bytes()).hexdigest() in FASHION_LABEL_MD5
 
@@ -89,6 +90,7 @@ def read_idx_folder(folder: Path, channels: str, image_size: int | None) -> Deco
 def read_svhn(paths: list[Path], channels: str, image_size: int | None) -> Decoded:
     """SVHN format 2: X is (32, 32, 3, N) uint8, y is (N, 1) with label 10 meaning digit 0."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     parts = {}
     for path in paths:
@@ -97,8 +99,8 @@ def read_svhn(paths: list[Path], channels: str, image_size: int | None) -> Decod
             mat = loadmat(path)
         except NotImplementedError:
             raise UserError(f"{path}: MATLAB v7.3 (HDF5) file; SVHN format 2 is v5 .mat, re-save with -v7") from None
-        except (ValueError, OSError, TypeError) as exc:
-            raise UserError(f"{path}: not a readable .mat file ({exc})") from None
+        except (ValueError, OSError, TypeError, IndexError, MatReadError) as exc:
+            raise UserError(f"{path}: not a readable .mat file ({exc or type(exc).__name__}); is the download complete?") from None
         if "X" not in mat or "y" not in mat:
             raise UserError(f"{path}: expected keys 'X' and 'y' (SVHN format 2), found {sorted(k for k in mat if not k.startswith('__'))}")
         x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).reshape(-1)

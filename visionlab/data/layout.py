@@ -109,7 +109,9 @@ def _label(items, class_dirs, skipped, where) -> Layout:
         )
     classes = sorted(used)
     index = {c: i for i, c in enumerate(classes)}
-    labelled = {split: [(p, index[c]) for p, c in pairs] for split, pairs in items.items()}
+    # sorted by path: the seeded split must not depend on the order a file system or an
+    # archive happens to list files in (ImageFolder sorts the same way)
+    labelled = {split: sorted((p, index[c]) for p, c in pairs) for split, pairs in items.items()}
     if "train" not in labelled and "all" not in labelled:
         raise UserError(f"{where}: split folders found ({', '.join(sorted(labelled))}) but no train/ or training/")
     return Layout(classes, labelled, skipped)
