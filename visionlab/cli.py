@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from .errors import UserError
 
@@ -83,6 +84,86 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+TRAIN_FLAGS = {  # flag -> (type, help); each is also a config key (dashes become underscores)
+    "data": (str, "dataset: built-in name or path (default digits)"),
+    "model": (str, "mlp | cnn2 | cnn3 | cnn | lenet | resnet18 | timm:<name> (default lenet)"),
+    "augment": (str, "none | light | standard | strong | a list like crop:4,flip (default none)"),
+    "epochs": (int, "passes over the training set (default 10)"),
+    "batch-size": (int, "images per step (default 128)"),
+    "lr": (float, "peak learning rate (default 0.001)"),
+    "weights": (str, "local state dict (.safetensors or .pt) to start from"),
+    "device": (str, "auto | cpu | cuda (default auto)"),
+    "seed": (int, "one seed for split, initialisation, shuffling and augmentation (default 0)"),
+    "optimizer": (str, "adam | adamw | sgd (default adam)"),
+    "schedule": (str, "onecycle | cosine | step | none (default onecycle)"),
+    "precision": (str, "auto | bf16 | fp16 | fp32 (default auto: bf16 where supported)"),
+    "wandb": (str, "off | offline | online (default off)"),
+    "image-size": (int, "square side to resize images to"),
+}
+
+
+def _parse_set(items: list[str] | None) -> dict:
+    import yaml
+
+    values = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set takes key=value, got '{item}'")
+        values[key.strip()] = yaml.safe_load(value)  # YAML typing: 3 -> int, [a, b] -> list, true -> bool
+    return values
+
+
+def cmd_train(args) -> int:
+    from .training import load_config, train
+    from .training.config import read_yaml
+
+    overrides = {key.replace("-", "_"): getattr(args, key.replace("-", "_")) for key in TRAIN_FLAGS}
+    overrides.update(_parse_set(args.set))
+    overrides["out"] = args.out
+    config_file = args.config
+    if args.resume:
+        if not args.out:
+            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+        config_file = Path(args.out) / "config.yaml"
+        if not config_file.exists():
+            raise UserError(f"{args.out}: nothing to resume (no config.yaml); run without --resume to start")
+        base = read_yaml(config_file)
+        changed = {k: v for k, v in overrides.items() if v is not None and k != "out" and base.get(k) != v}
+        if changed:
+            log.info("resume: overriding %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
+    result = train(load_config(config_file, overrides), resume=args.resume)
+    print(f"test accuracy {result['test_accuracy']:.4f}  macro F1 {result['test_macro_f1']:.4f}  "
+          f"({result['epochs']} epochs, {result['train_seconds']:.1f} s, "
+          f"{result['train_images_per_second']:.0f} img/s)\nrun folder: {result['out']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import reevaluate
+
+    result = reevaluate(Path(args.run_dir), data=args.data, device=args.device)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"test accuracy {result['test_accuracy']:.4f}  macro F1 {result['test_macro_f1']:.4f}  "
+              f"weighted F1 {result['test_weighted_f1']:.4f}  ({result['n_test']} images of {result['data']})\n"
+              f"written to {result['out']}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .evaluation import predict_images
+
+    results = predict_images(Path(args.run_dir), args.images, top_k=args.top_k, device=args.device)
+    if args.json:
+        print(json.dumps(results))
+        return 0
+    for r in results:
+        print(r["path"] + ": " + ", ".join(f"{t['class']} {t['probability']:.1%}" for t in r["top"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -96,6 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_options(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train one model, evaluate it on the test split")
+    for flag, (kind, text) in TRAIN_FLAGS.items():
+        p.add_argument(f"--{flag}", type=kind, help=text)
+    p.add_argument("--config", help="YAML file whose keys are these flags' names (batch_size: 128, ...)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="any config key, e.g. --set label_smoothing=0.1")
+    p.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved run again, also on another dataset with the same classes")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="another dataset (default: the run's own test split)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

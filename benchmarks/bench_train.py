@@ -1,0 +1,119 @@
+"""Training benchmark: visionlab vs the notebook-style peer on the MNIST PNGs, side by side.
+
+usage: python benchmarks/bench_train.py [--runs 3] [--skip-peer] [--skip-resnet]
+
+1. `visionlab train --model lenet --epochs 2` on ../shared/data/mnist-png.tar.gz (warm cache)
+   against ../shared/bench/peer_baseline.py on the same PNGs extracted to a folder: wall time
+   of each command, test accuracy, ratio. Alternating runs, medians.
+2. The MNIST accuracy recipe (lenet, >= 99.2% in <= 60 s of training): one run.
+3. ResNet-18 training images/s at 32 px on CIFAR-10 (first epoch excluded).
+Writes benchmarks/results/train.json and prints Markdown tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MNIST = SHARED / "data" / "mnist-png.tar.gz"
+CIFAR = SHARED / "data" / "cifar10-jpg.tar.gz"
+RECIPE = ["--data", str(MNIST), "--model", "lenet", "--epochs", "12", "--batch-size", "256", "--lr", "0.003", "--augment", "light",
+          "--set", "batch_norm=true", "--set", "label_smoothing=0.05"]
+
+
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - start, proc.stdout
+
+
+def visionlab_train(args: list[str], out: Path) -> tuple[float, dict]:
+    wall, _ = timed([sys.executable, "-m", "visionlab", "train", "--out", str(out), *args])
+    return wall, json.loads((out / "metrics.json").read_text())
+
+
+def peer(train_dir: Path, test_dir: Path) -> tuple[float, dict]:
+    wall, out = timed([sys.executable, str(SHARED / "bench" / "peer_baseline.py"), str(train_dir), str(test_dir),
+                       "--epochs", "2", "--gray"])
+    return wall, json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--skip-resnet", action="store_true")
+    args = parser.parse_args()
+    results: dict = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        timed([sys.executable, "-m", "visionlab", "data", str(MNIST)])  # warm the cache: the target is warm
+        ours, theirs = [], []
+        if not args.skip_peer:
+            with tarfile.open(MNIST) as tar:
+                tar.extractall(tmp / "png", filter="data")
+        for i in range(args.runs):
+            ours.append(visionlab_train(["--data", str(MNIST), "--model", "lenet", "--epochs", "2"], tmp / f"lenet{i}"))
+            if not args.skip_peer:
+                theirs.append(peer(tmp / "png" / "mnist" / "training", tmp / "png" / "mnist" / "testing"))
+        results["lenet_2_epochs"] = {
+            "visionlab_wall_seconds": [w for w, _ in ours], "visionlab_test_accuracy": [m["test_accuracy"] for _, m in ours],
+            "visionlab_train_images_per_second": [m["train_images_per_second"] for _, m in ours],
+            "peer_wall_seconds": [w for w, _ in theirs], "peer_test_accuracy": [p["test_accuracy"] for _, p in theirs],
+            "peer_train_images_per_second": [p["train_images_per_second"] for _, p in theirs],
+        }
+        wall, recipe = visionlab_train(RECIPE, tmp / "recipe")
+        results["lenet_recipe"] = {"args": RECIPE, "wall_seconds": wall, "train_seconds": recipe["train_seconds"],
+                                   "test_accuracy": recipe["test_accuracy"], "epochs": recipe["epochs"]}
+        if not args.skip_resnet:
+            timed([sys.executable, "-m", "visionlab", "data", str(CIFAR)])
+            _, res = visionlab_train(["--data", str(CIFAR), "--model", "resnet18", "--epochs", "2",
+                                      "--set", "pretrained=none", "--set", "max_train_images=5000",
+                                      "--batch-size", "128"], tmp / "resnet")
+            history = [json.loads(l) for l in (tmp / "resnet" / "metrics.jsonl").read_text().splitlines()]
+            results["resnet18_32px"] = {"train_images_per_second": history[-1]["images_per_second"],
+                                        "precision": res["precision"], "device": res["device"]}
+    out = ROOT / "benchmarks" / "results" / "train.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    report(results)
+
+
+def report(r: dict) -> None:
+    med = statistics.median
+    t = r["lenet_2_epochs"]
+    print(f"machine: {r['machine']}\n")
+    print("| lenet, 2 epochs, MNIST PNGs | wall (median) | test accuracy | train images/s |")
+    print("|---|---|---|---|")
+    print(f"| visionlab train | {med(t['visionlab_wall_seconds']):.1f} s | {med(t['visionlab_test_accuracy']):.4f} "
+          f"| {med(t['visionlab_train_images_per_second']):,.0f} |")
+    if t["peer_wall_seconds"]:
+        print(f"| peer_baseline.py | {med(t['peer_wall_seconds']):.1f} s | {med(t['peer_test_accuracy']):.4f} "
+              f"| {med(t['peer_train_images_per_second']):,.0f} |")
+        print(f"\nspeed-up (peer wall / visionlab wall, median of {len(t['peer_wall_seconds'])} alternating runs): "
+              f"{med(t['peer_wall_seconds']) / med(t['visionlab_wall_seconds']):.1f}x")
+    rc = r["lenet_recipe"]
+    print(f"\nlenet recipe ({' '.join(rc['args'])}): test accuracy {rc['test_accuracy']:.4f} in "
+          f"{rc['train_seconds']:.1f} s of training ({rc['wall_seconds']:.1f} s wall)")
+    if "resnet18_32px" in r:
+        rr = r["resnet18_32px"]
+        print(f"\nresnet18 at 32 px (CIFAR-10, {rr['precision']} on {rr['device']}): "
+              f"{rr['train_images_per_second']:,.0f} train images/s")
+
+
+if __name__ == "__main__":
+    main()

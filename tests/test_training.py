@@ -1,0 +1,224 @@
+"""Training engine contracts: outputs, resume equality, determinism, NaN stop, OOM fallback,
+safe checkpoints, config errors. All on the embedded digits data, a few epochs, CPU."""
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from visionlab.cli import main
+from visionlab.errors import UserError
+from visionlab.evaluation import load_record
+from visionlab.training import checkpoint, make_config, train
+from visionlab.training import run as run_module
+
+FAST = dict(data="digits", model="cnn2", epochs=2, batch_size=64, lr=3e-3, device="cpu", precision="fp32")
+
+
+def config(tmp_path, name="run", **overrides):
+    return make_config({**FAST, "out": str(tmp_path / name), **overrides})
+
+
+def weights(path):
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_train_writes_every_output(tmp_path):
+    result = train(config(tmp_path))
+    out = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "metrics.json", "model.safetensors", "predictions.npz",
+                 "checkpoint.safetensors", "confusion_matrix.png", "curves.png", "predictions.png"):
+        assert (out / name).stat().st_size > 0, name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("model", "augment", "epochs", "params", "train_seconds", "train_images_per_second", "val_accuracy",
+                "test_accuracy", "test_macro_f1", "test_weighted_f1", "classes", "confusion_matrix"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 2 and metrics["classes"] == [str(i) for i in range(10)]
+    assert metrics["test_accuracy"] > 0.6  # cnn2 learns digits in two epochs; chance is 0.1
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 180 and np.trace(cm) / 180 == pytest.approx(metrics["test_accuracy"])
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in lines] == [1, 2]
+    assert {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_second"} <= set(lines[0])
+    record = load_record(out / "predictions.npz")
+    assert record["logits"].shape == (180, 10) and record["features"].shape[0] == 180
+    assert record["train_centroids"].shape == (10, record["features"].shape[1])
+    assert (record["logits"].argmax(1) == record["labels"]).mean() == pytest.approx(metrics["test_accuracy"])
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["model"] == "cnn2" and resolved["epochs"] == 2
+    assert result["out"] == str(out)
+
+
+def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
+    train(config(tmp_path, "a", deterministic=True))
+    train(config(tmp_path, "b", deterministic=True))
+    train(config(tmp_path, "c", deterministic=True, seed=1))
+    a, b, c = weights(tmp_path / "a"), weights(tmp_path / "b"), weights(tmp_path / "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
+    settings = dict(epochs=3, deterministic=True, augment="light")
+    train(config(tmp_path, "full", **settings))
+    calls = {"n": 0}
+    real = run_module.train_one_epoch
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if killed mid-epoch
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, "cut", **settings))
+    monkeypatch.setattr(run_module, "train_one_epoch", real)
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    train(make_config(yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())), resume=True)
+    full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    m_full = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    m_cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert m_full["test_accuracy"] == m_cut["test_accuracy"]
+    assert m_full["confusion_matrix"] == m_cut["confusion_matrix"]
+    epochs = [json.loads(l)["epoch"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_nan_loss_stops_quickly_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    steps = {"n": 0}
+    real_make_loss = run_module.make_loss
+
+    def poisoned(weights, smoothing):
+        loss_fn = real_make_loss(weights, smoothing)
+
+        def fn(logits, labels):
+            steps["n"] += 1
+            loss = loss_fn(logits, labels)
+            return loss * float("nan") if steps["n"] >= 30 else loss  # epoch 2 (23 steps an epoch)
+
+        return fn
+
+    monkeypatch.setattr(run_module, "make_loss", poisoned)
+    with pytest.raises(UserError, match="loss became nan"):
+        train(config(tmp_path, epochs=4))
+    assert steps["n"] <= 30 + run_module.train_one_epoch.__globals__["CHECK_EVERY"] + 1
+    out = tmp_path / "run"
+    tensors, meta = checkpoint.read(out / "checkpoint.safetensors")
+    assert meta["epoch"] == 1  # the last good epoch
+    assert all(torch.isfinite(v).all() for v in weights(out).values() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for k, v in tensors.items() if k.startswith("model.") and v.is_floating_point())
+
+
+def test_out_of_memory_splits_batches_and_finishes(tmp_path, monkeypatch, caplog):
+    real = run_module.train_one_epoch
+
+    def oom_when_large(*args, **kwargs):
+        if kwargs["accumulate"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", oom_when_large)
+    import logging
+
+    logging.getLogger("visionlab").propagate = True
+    with caplog.at_level("WARNING"):
+        result = train(config(tmp_path))
+    assert result["epochs"] == 2
+    assert "out of memory at batch size 64" in caplog.text
+
+
+def test_existing_run_is_never_overwritten(tmp_path):
+    train(config(tmp_path, epochs=1))
+    before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        train(config(tmp_path, epochs=1))
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, pickle.dumps({"a": 1})])
+def test_bad_checkpoint_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "checkpoint.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=str(path)):
+        checkpoint.read(path)
+
+
+def test_truncated_checkpoint_refused_on_resume(tmp_path, capsys):
+    train(config(tmp_path, epochs=1))
+    state = tmp_path / "run" / "checkpoint.safetensors"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert str(state) in err and err.count("\n") == 1
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": "five"}, "epochs"),
+    ({"optimizer": "lion"}, "adam"),
+    ({"no_such_key": 1}, "unknown key 'no_such_key'"),
+    ({"lr": -1}, "lr"),
+])
+def test_config_errors_name_the_key(values, message):
+    with pytest.raises(UserError, match=message):
+        make_config({**FAST, **values})
+
+
+def test_yaml_config_and_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("model: mlp\nepochs: 1\nbatch_size: 64\ndevice: cpu\nprecision: fp32\nhidden: [32]\n")
+    assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(tmp_path / "r")]) == 0
+    resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert resolved["model"] == "mlp" and resolved["epochs"] == 2 and resolved["hidden"] == [32]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: lenet\nepoch: 3\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2")]) == 2
+    assert "unknown key 'epoch'" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_commands(tmp_path, capsys):
+    from conftest import write_image
+
+    train(config(tmp_path))
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--device", "cpu"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    original = json.loads((run / "metrics.json").read_text())
+    assert evaluated["test_accuracy"] == pytest.approx(original["test_accuracy"])
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    img = np.rint(digits.images[0] * 255 / 16).astype(np.uint8)
+    path = write_image(tmp_path / "zero.png", img)
+    assert main(["predict", str(run), str(path), "--json", "--top-k", "3", "--device", "cpu"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    top = predicted[0]["top"]
+    assert len(top) == 3 and sum(t["probability"] for t in top) <= 1.0001
+    assert top[0]["probability"] >= top[1]["probability"]
+    assert main(["predict", str(run), str(tmp_path / "missing.png")]) == 2
+
+
+def test_evaluate_on_dataset_with_other_class_count_is_an_error(tmp_path, class_folder, capsys):
+    train(config(tmp_path, epochs=1))
+    assert main(["evaluate", str(tmp_path / "run"), "--data", str(class_folder)]) == 2
+    assert "classes" in capsys.readouterr().err
+
+
+def test_test_set_lacking_a_class_still_evaluates():
+    from visionlab.evaluation import classification_metrics
+
+    logits = np.eye(3, dtype=np.float32)[[0, 1, 1, 0]]
+    metrics = classification_metrics(logits, np.array([0, 1, 1, 0]), ["a", "b", "c"])
+    assert metrics["test_accuracy"] == 1.0
+    assert metrics["per_class"]["c"]["support"] == 0
+    assert np.array(metrics["confusion_matrix"]).shape == (3, 3)

@@ -1,0 +1,180 @@
+"""Evaluation of a run: the best weights over the test set once, then metrics and figures.
+
+``evaluate_run`` is called at the end of training; ``reevaluate`` evaluates a saved run again
+(also on another dataset with the same classes); ``predict_images`` classifies a user's files
+with the run's exact preprocessing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ..errors import UserError
+from . import plots
+from .metrics import classification_metrics, softmax
+from .record import class_centroids, load_record, save_record
+
+log = logging.getLogger(__name__)
+CENTROID_IMAGES = 10_000  # train images behind the class centroids (a stratified subsample)
+
+
+def _infer_split(model, images, engine, batch_size: int, features: bool = True):
+    from ..training.loop import infer
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(engine.device)
+    logits, feats = infer(model, x, engine, batch_size, features=features)
+    return logits.cpu().numpy(), (feats.cpu().numpy() if feats is not None else None)
+
+
+def write_predictions(out: Path, model, engine, test_images, test_labels, train_images, train_labels,
+                      n_classes: int, batch_size: int, seed: int) -> dict:
+    """One pass over the test set (and a train subsample for centroids) -> predictions.npz."""
+    from ..training.run import subsample
+
+    logits, features = _infer_split(model, test_images, engine, batch_size)
+    sub_images, sub_labels = subsample(train_images, train_labels, CENTROID_IMAGES, seed)
+    _, train_features = _infer_split(model, sub_images, engine, batch_size)
+    centroids, counts = class_centroids(train_features, np.asarray(sub_labels), n_classes)
+    record = {"logits": logits.astype(np.float32), "labels": np.asarray(test_labels, np.int64),
+              "features": features.astype(np.float32), "indices": np.arange(len(test_labels), dtype=np.int64),
+              "train_centroids": centroids, "train_counts": counts.astype(np.int64)}
+    save_record(out / "predictions.npz", **record)
+    return record
+
+
+def write_figures(out: Path, record: dict, images: np.ndarray, classes: list[str], history: list[dict] | None,
+                  name: str, seed: int) -> dict:
+    """Confusion matrix, curves and a sample grid (half of them errors when there are errors)."""
+    metrics = classification_metrics(record["logits"], record["labels"], classes)
+    figures = {"confusion_matrix": str(plots.plot_confusion(metrics["confusion_matrix"], classes,
+                                                            out / "confusion_matrix.png", name).name)}
+    if history:
+        figures["curves"] = str(plots.plot_curves(history, out / "curves.png", name).name)
+    probs = softmax(record["logits"])
+    preds, labels = probs.argmax(1), record["labels"]
+    rng = np.random.default_rng(seed)
+    wrong, right = np.flatnonzero(preds != labels), np.flatnonzero(preds == labels)
+    pick = np.concatenate([rng.permutation(wrong)[:16], rng.permutation(right)[:32 - min(16, len(wrong))]])
+    pick = np.sort(pick)
+    if len(pick):
+        figures["predictions"] = str(plots.plot_prediction_grid(
+            np.asarray(images[record["indices"][pick]]), labels[pick], preds[pick], probs[pick].max(1), classes,
+            out / "predictions.png", f"{name}: test predictions (errors in red)").name)
+    return figures
+
+
+def evaluate_run(out: Path, *, model, dataset, engine, history: list[dict], train_split) -> dict:
+    """After training: best weights -> predictions.npz -> metrics.json and figures."""
+    from ..training import checkpoint
+    from ..training.config import TrainConfig
+
+    config = TrainConfig(**yaml.safe_load((out / "config.yaml").read_text()))
+    run_info = json.loads((out / "run.json").read_text())
+    tensors, meta = checkpoint.read(out / "model.safetensors")
+    checkpoint.load_weights_into(model, tensors, out / "model.safetensors")
+    record = write_predictions(out, model, engine, dataset.test.images, dataset.test.labels, *train_split,
+                               len(dataset.classes), config.eval_batch_size, config.seed)
+    metrics = classification_metrics(record["logits"], record["labels"], dataset.classes, config.top_k)
+    figures = write_figures(out, record, dataset.test.images, dataset.classes, history, config.model, config.seed)
+    best = max(history, key=lambda h: (h["val_accuracy"] if np.isfinite(h["val_accuracy"]) else -1))
+    result = {
+        "model": config.model, "augment": config.augment, "epochs": len(history), "params": run_info["params"],
+        "train_seconds": round(sum(h["train_seconds"] for h in history), 3),
+        "train_images_per_second": round(float(np.median([h["images_per_second"] for h in history])), 1),
+        "best_epoch": meta.get("epoch", best["epoch"]), "val_accuracy": meta.get("val_accuracy", best["val_accuracy"]),
+        **metrics, "classes": dataset.classes, "precision": run_info["precision"], "device": run_info["device"],
+        "pretrained_used": run_info["pretrained_used"], "pretrained_note": run_info["pretrained_note"],
+        "data": dataset.source, "seed": config.seed, "figures": figures,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    log.info("%s: test accuracy %.4f, macro F1 %.4f (best epoch %s)", out, result["test_accuracy"],
+             result["test_macro_f1"], result["best_epoch"])
+    return result
+
+
+def load_run(run_dir: Path, device: str = "auto"):
+    """(model with best weights, config, run info, engine) from a run folder."""
+    from ..models import build_model
+    from ..training import checkpoint
+    from ..training.config import make_config
+    from ..training.loop import Engine, autocast_for
+    from ..training.run import resolve_device, resolve_precision
+
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "run.json", "model.safetensors"):
+        if not (run_dir / name).exists():
+            raise UserError(f"{run_dir}: not a finished visionlab run (no {name}); train one with visionlab train")
+    config = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()), where=f"{run_dir}/config.yaml: ")
+    info = json.loads((run_dir / "run.json").read_text())
+    h, w, c = info["image_shape"]
+    options = config.model_options()
+    options.pretrained, options.weights = "none", None  # the run's own weights replace them
+    model = build_model(config.model, len(info["classes"]), c, (h, w), options)
+    tensors, _ = checkpoint.read(run_dir / "model.safetensors")
+    checkpoint.load_weights_into(model, tensors, run_dir / "model.safetensors")
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    engine = Engine(dev, torch.tensor(info["mean"], device=dev).view(1, -1, 1, 1),
+                    torch.tensor(info["std"], device=dev).view(1, -1, 1, 1),
+                    autocast_for(dev, resolve_precision(config.precision, dev)), config.channels_last)
+    return model, config, info, engine
+
+
+def reevaluate(run_dir: Path, data: str | None = None, device: str = "auto") -> dict:
+    """Evaluate a saved run on its test split, or on another dataset with the same classes."""
+    from ..data import DataConfig, load_dataset
+
+    run_dir = Path(run_dir)
+    model, config, info, engine = load_run(run_dir, device)
+    h, w, c = info["image_shape"]
+    source = data or config.data
+    dataset = load_dataset(DataConfig(source=source, image_size=config.image_size if data is None else (
+        h if h == w else None), channels=str(c), val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction, seed=config.seed))
+    if len(dataset.classes) != len(info["classes"]):
+        raise UserError(f"{source} has {len(dataset.classes)} classes but the model was trained on "
+                        f"{len(info['classes'])} ({', '.join(info['classes'][:10])})")
+    if tuple(dataset.image_shape) != (h, w, c):
+        raise UserError(f"{source} gives {dataset.image_shape} images, the model expects {(h, w, c)}; "
+                        f"load it with image_size {h}")
+    slug = "test" if data is None else Path(source).name.split(".")[0]
+    out = run_dir / "evaluate" / slug
+    out.mkdir(parents=True, exist_ok=True)
+    record = write_predictions(out, model, engine, dataset.test.images, dataset.test.labels, dataset.train.images,
+                               dataset.train.labels, len(info["classes"]), config.eval_batch_size, config.seed)
+    metrics = classification_metrics(record["logits"], record["labels"], info["classes"], config.top_k)
+    figures = write_figures(out, record, dataset.test.images, info["classes"], None, config.model, config.seed)
+    result = {"run": str(run_dir), "data": dataset.source, **metrics, "classes": info["classes"], "figures": figures}
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    return {**result, "out": str(out)}
+
+
+def predict_images(run_dir: Path, paths: list[str], top_k: int = 3, device: str = "auto") -> list[dict]:
+    """Classify image files with the run's preprocessing; top-k classes with probabilities each."""
+    from ..data.decode import Target, decode_image
+
+    model, config, info, engine = load_run(run_dir, device)
+    h, w, c = info["image_shape"]
+    results, arrays = [], []
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+        array, _, error = decode_image(data, Target(c, None, h) if h == w else Target(c, (h, w), None))
+        if array is None:
+            raise UserError(f"{path}: {error or f'is not {h}x{w}; the model takes {h}x{w} images'}")
+        arrays.append(array)
+    logits, _ = _infer_split(model, np.stack(arrays), engine, config.eval_batch_size, features=False)
+    probs = softmax(logits)
+    k = min(top_k, len(info["classes"]))
+    for path, p in zip(paths, probs):
+        order = np.argsort(p)[::-1][:k]
+        results.append({"path": str(path), "top": [{"class": info["classes"][i], "probability": round(float(p[i]), 4)}
+                                                   for i in order]})
+    return results

@@ -1,0 +1,99 @@
+"""Evaluation figures, as functions of metrics and records: confusion matrices, training curves,
+a grid of test predictions. Matplotlib's Agg backend: no display needed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ERROR = "#d62728"
+RIGHT = "#2ca02c"
+
+
+def short(name: str, n: int = 14) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> Path:
+    """Counts and row-normalised confusion matrices side by side."""
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(classes)
+    size = min(4 + 0.45 * k, 16)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
+    for ax, data, label, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
+        im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() or 1)
+        ax.set_title(f"{title} {label}".strip())
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ticks = np.arange(k)
+        ax.set_xticks(ticks, [short(c) for c in classes], rotation=90 if k > 6 else 0)
+        ax.set_yticks(ticks, [short(c) for c in classes])
+        if k <= 20:
+            threshold = data.max() / 2 if data.max() else 1
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, format(data[i, j], fmt), ha="center", va="center", fontsize=8 if k > 10 else 10,
+                            color="white" if data[i, j] > threshold else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch, train vs validation."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
+    ax1.set_title(f"{title} loss".strip())
+    ax2.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
+    ax2.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="validation")
+    ax2.set_title(f"{title} accuracy".strip())
+    for ax in (ax1, ax2):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if len(epochs) < 15:
+            ax.set_xticks(epochs)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_prediction_grid(images: np.ndarray, labels, preds, confidence, classes: list[str], path: Path,
+                         title: str = "", cols: int = 8) -> Path:
+    """Sample test images with true label, prediction and confidence; errors in red.
+
+    images: (N, H, W, C) uint8, already chosen by the caller.
+    """
+    n = len(images)
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.7, rows * 2.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t, p, c in zip(axes.flat, images, labels, preds, confidence):
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                  vmin=0, vmax=255)
+        wrong = t != p
+        ax.set_title(f"true {short(classes[t], 10)}\npred {short(classes[p], 10)} {c:.0%}", fontsize=8,
+                     color=ERROR if wrong else RIGHT)
+        if wrong:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(ERROR)
+                spine.set_linewidth(3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

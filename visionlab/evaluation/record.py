@@ -1,0 +1,52 @@
+"""The predictions record: the one pass of the model over the test set, saved as predictions.npz.
+
+Metrics, t-SNE, centroid distances, error galleries and the report all read this file; none of
+them runs the model again. Keys:
+
+    logits            (N, K) float32  test-set logits
+    labels            (N,)   int64    true classes
+    features          (N, D) float32  penultimate features
+    indices           (N,)   int64    positions in the test split (names and images from the dataset)
+    train_centroids   (K, D) float32  class means of train-set features (from up to 10,000 images)
+    train_counts      (K,)   int64    images behind each centroid
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+KEYS = ("logits", "labels", "features", "indices", "train_centroids", "train_counts")
+
+
+def save_record(path: Path, **arrays: np.ndarray) -> None:
+    missing = set(KEYS) - set(arrays)
+    if missing:
+        raise ValueError(f"predictions record lacks {sorted(missing)}")
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_record(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            record = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the predictions record ({exc})") from None
+    missing = set(KEYS) - set(record)
+    if missing:
+        raise UserError(f"{path}: not a visionlab predictions record (missing {', '.join(sorted(missing))})")
+    return record
+
+
+def class_centroids(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(K, D) mean feature per class and (K,) counts; a class with no image gets NaN."""
+    counts = np.bincount(labels, minlength=n_classes)
+    sums = np.zeros((n_classes, features.shape[1]), np.float64)
+    np.add.at(sums, labels, features)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centroids = sums / counts[:, None]
+    return centroids.astype(np.float32), counts

@@ -1,0 +1,118 @@
+"""The training config: one typed record whose keys are the command line's flag names.
+
+YAML gives values, flags override them, unknown keys and bad values are errors naming the key
+and the valid choices. The resolved config is written as ``config.yaml`` next to every run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import UserError
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    # data
+    data: str = "digits"  # dataset: built-in name or path (see `visionlab data`)
+    image_size: int | None = Field(None, ge=4, le=4096)  # square side in px; None: native
+    channels: Literal["auto", "1", "3"] = "auto"  # auto keeps grayscale as 1 channel
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # validation share (of train if there is a test split)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # test share when the source has no test split
+    classes: list[str] | None = None  # class names in label order, replacing the found ones
+    strict: bool = False  # unusable files are errors instead of skips
+    max_train_images: int | None = Field(None, ge=1)  # cap on training images (stratified), e.g. for --quick
+    # model
+    model: str = "lenet"  # mlp | cnn2 | cnn3 | cnn | lenet | resnet18 | timm:<name>
+    hidden: list[int] = [256, 128]  # mlp hidden widths
+    activation: Literal["relu", "gelu", "tanh", "leaky_relu", "sigmoid"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout probability in the classifier
+    batch_norm: bool = False  # batch-norm in the small CNNs
+    pretrained: Literal["auto", "imagenet", "none"] = "auto"  # ImageNet weights for resnet18 / timm
+    weights: str | None = None  # local state dict (.safetensors or .pt) in torchvision's key layout
+    freeze: str = "none"  # none | backbone | until:<layer> (e.g. until:layer3)
+    small_input: Literal["auto", "true", "false"] = "auto"  # resnet18 3x3 stride-1 stem for < 64 px
+    # optimisation
+    augment: str | list[str] = "none"  # none | light | standard | strong | a list like [crop:4, flip]
+    epochs: int = Field(10, ge=1)  # passes over the training set
+    batch_size: int = Field(128, ge=1)  # images per step
+    lr: float = Field(1e-3, gt=0.0)  # peak learning rate
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd momentum (nesterov)
+    schedule: Literal["onecycle", "cosine", "step", "none"] = "onecycle"  # per-step lr schedule
+    weight_decay: float = Field(0.0, ge=0.0)  # L2 (adam, sgd) or decoupled (adamw)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: loss weights n / (k * count)
+    grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm
+    early_stopping: int = Field(0, ge=0)  # stop after this many epochs without val-accuracy gain; 0 = off
+    # engine
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the device has it
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
+    compile: bool = False  # torch.compile the model (pays off on long GPU runs)
+    deterministic: bool = False  # bit-identical repeated CPU runs (deterministic kernels)
+    seed: int = 0  # drives split, initialisation, shuffling and augmentation
+    eval_batch_size: int = Field(1024, ge=1)  # images per inference step
+    top_k: int = Field(5, ge=1)  # top-k accuracy reported besides top-1
+    # outputs
+    out: str | None = None  # run folder; default runs/<model>-<dataset>-<time>
+    wandb: Literal["off", "offline", "online"] = "off"  # Weights & Biases logging
+    wandb_project: str = "visionlab"
+    tensorboard: bool = False  # also write TensorBoard event files to <out>/tensorboard
+
+    def model_options(self):
+        from ..models import ModelOptions
+
+        return ModelOptions(hidden=list(self.hidden), activation=self.activation, dropout=self.dropout,
+                            batch_norm=self.batch_norm, pretrained=self.pretrained, weights=self.weights,
+                            freeze=self.freeze, small_input=self.small_input)
+
+
+def _one_line(exc: ValidationError, where: str) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"]) or "(config)"
+    if err["type"] == "extra_forbidden":
+        valid = ", ".join(TrainConfig.model_fields)
+        return f"{where}unknown key '{key}'; valid keys: {valid}"
+    return f"{where}bad value for '{key}': {err['msg']} (got {err.get('input')!r})"
+
+
+def make_config(values: dict, where: str = "") -> TrainConfig:
+    """Validate a dict (keys may use '-' or '_') into a TrainConfig; one clear line on error."""
+    clean = {str(k).replace("-", "_"): v for k, v in values.items()}
+    try:
+        return TrainConfig(**clean)
+    except ValidationError as exc:
+        raise UserError(_one_line(exc, where)) from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config is a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
+    """YAML values (if a file is given), then the overrides (flags that were set)."""
+    values = read_yaml(path) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(values, where=f"{path}: " if path else "")
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False))

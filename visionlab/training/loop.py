@@ -1,0 +1,190 @@
+"""The training loop, written out: ``train_one_epoch``, ``evaluate`` and a short ``fit``.
+
+The whole split lives on the training device as one uint8 tensor (N, H, W, C); a batch is an
+index slice of a seeded permutation; conversion to float, augmentation and normalisation happen
+on the batch, on the device. Losses and correct counts accumulate on the device, so the step
+never waits for the host; finiteness is checked every few steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+CHECK_EVERY = 8  # steps between checks that the running loss is finite (a NaN stops within this)
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stops, the last good checkpoint stays."""
+
+
+@dataclass
+class DeviceSplit:
+    images: torch.Tensor  # (N, H, W, C) uint8 on the training device
+    labels: torch.Tensor  # (N,) int64 on the training device
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Engine:
+    """What every step needs, resolved once."""
+
+    device: torch.device
+    mean: torch.Tensor  # (1, C, 1, 1) float32: the per-channel mean on the device
+    std: torch.Tensor  # (1, C, 1, 1) float32
+    autocast: object  # a callable returning a context manager: autocast or nullcontext
+    channels_last: bool
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+
+    def prepare(self, images_u8: torch.Tensor, augment=None, generator=None) -> torch.Tensor:
+        """(B, H, W, C) uint8 -> (B, C, H, W) float, augmented in [0, 1], then normalised."""
+        x = images_u8.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC storage: already channels_last
+        if augment is not None:
+            x = augment(x, generator)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+
+
+def to_device(images, labels, device: torch.device) -> DeviceSplit:
+    """Move a split's uint8 images and labels to the device once (no float copy of the set)."""
+    x = torch.from_numpy(images if images.flags.writeable else images.copy()) if len(labels) else torch.zeros(
+        (0, *images.shape[1:]), dtype=torch.uint8)
+    return DeviceSplit(x.to(device), torch.as_tensor(labels, dtype=torch.long).to(device))
+
+
+def autocast_for(device: torch.device, precision: str):
+    """A context factory for the chosen precision ('auto' resolved by the caller)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer, scheduler, *, batch_size: int,
+                    augment, generator: torch.Generator, grad_clip: float | None, accumulate: int = 1) -> dict:
+    """One pass over a fresh permutation. accumulate > 1 splits each batch into that many
+    micro-batches with the gradients summed: the same optimisation in less memory."""
+    model.train()
+    n = len(data)
+    perm = torch.randperm(n, generator=generator, device=engine.device)
+    loss_sum = torch.zeros((), device=engine.device)
+    correct = torch.zeros((), dtype=torch.long, device=engine.device)
+    seen = 0
+    micro = max(1, -(-batch_size // accumulate))
+    start = time.perf_counter()
+    for step, first in enumerate(range(0, n, batch_size)):
+        idx = perm[first: first + batch_size]
+        if len(idx) < 2 and step > 0:
+            break  # a batch of one breaks batch-norm; its image comes round next epoch
+        optimizer.zero_grad(set_to_none=True)
+        for chunk in idx.split(micro):
+            x = engine.prepare(data.images[chunk], augment, generator)  # (b, C, H, W)
+            y = data.labels[chunk]
+            with engine.autocast():
+                logits = model(x)  # (b, n_classes)
+                loss = loss_fn(logits.float(), y) * (len(chunk) / len(idx))  # the batch mean, in parts
+            (engine.scaler.scale(loss) if engine.scaler is not None else loss).backward()
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+        if engine.scaler is not None:
+            engine.scaler.unscale_(optimizer)
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if engine.scaler is not None:
+            engine.scaler.step(optimizer)
+            engine.scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        seen += len(idx)
+        if step % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+            raise NonFiniteLoss(f"the training loss became {loss_sum.item()} at step {step + 1} of this epoch; "
+                                "lower the learning rate (--lr) or add --set grad_clip=1; the last good checkpoint "
+                                "is kept")
+    if not torch.isfinite(loss_sum):
+        raise NonFiniteLoss(f"the training loss became {loss_sum.item()} in this epoch; lower the learning rate "
+                            "(--lr) or add --set grad_clip=1; the last good checkpoint is kept")
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
+            "train_seconds": seconds, "images_per_second": seen / max(seconds, 1e-9)}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
+
+
+@torch.inference_mode()
+def infer(model, images: torch.Tensor, engine: Engine, batch_size: int, features: bool = False):
+    """Run the model once over uint8 images: logits (N, K) float32 and, if asked, features (N, D)."""
+    model.eval()
+    logits, feats = [], []
+    for first in range(0, len(images), batch_size):
+        x = engine.prepare(images[first: first + batch_size])
+        with engine.autocast():
+            if features:
+                f = model.forward_features(x)
+                feats.append(f.float())
+                logits.append(model.forward_head(f).float())
+            else:
+                logits.append(model(x).float())
+    if not logits:
+        return torch.zeros(0), (torch.zeros(0) if features else None)
+    return torch.cat(logits), (torch.cat(feats) if features else None)
+
+
+def evaluate(model, data: DeviceSplit, engine: Engine, batch_size: int) -> dict:
+    """Validation loss and accuracy (unweighted, no label smoothing: comparable across runs)."""
+    if len(data) == 0:
+        return {"val_loss": math.nan, "val_accuracy": math.nan}
+    logits, _ = infer(model, data.images, engine, batch_size)
+    loss = F.cross_entropy(logits, data.labels).item()
+    accuracy = (logits.argmax(1) == data.labels).float().mean().item()
+    return {"val_loss": loss, "val_accuracy": accuracy}
+
+
+def make_loss(class_weights: torch.Tensor | None, label_smoothing: float):
+    def loss_fn(logits, labels):
+        return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=label_smoothing)
+
+    return loss_fn
+
+
+def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float, device: torch.device):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise UserError("every parameter is frozen: nothing to train (check freeze:)")
+    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step on GPU
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay,
+                               **fused)
+    raise UserError(f"Invalid optimizer {name}. Only adam, adamw and sgd are supported.")
+
+
+def make_scheduler(optimizer, name: str, lr: float, total_steps: int):
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 2),
+                                                   pct_start=0.25)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    if name == "step":  # x0.1 at 50% and 75% of training
+        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    if name == "none":
+        return None
+    raise UserError(f"Invalid schedule {name}. Only onecycle, cosine, step and none are supported.")

@@ -1,0 +1,279 @@
+"""``train``: one run from config to a run folder (config, metrics, weights, predictions, plots).
+
+    config -> dataset -> model -> fit (epochs, checkpoint each) -> best weights -> evaluation
+
+Run folder: config.yaml (resolved), metrics.jsonl (per epoch), checkpoint.safetensors (resume
+state), model.safetensors (best weights), then what evaluation writes (metrics.json,
+predictions.npz, plots).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import checkpoint
+from .config import TrainConfig, save_config
+from .loop import (Engine, NonFiniteLoss, autocast_for, evaluate, is_out_of_memory, make_loss, make_optimizer,
+                   make_scheduler, to_device, train_one_epoch)
+from .tracking import Tracker
+
+log = logging.getLogger(__name__)
+RUN_FILES = ("config.yaml", "checkpoint.safetensors", "metrics.jsonl", "model.safetensors")
+
+
+def default_out(config: TrainConfig) -> Path:
+    data = Path(config.data).name.split(".")[0] or "data"
+    return Path("runs") / f"{config.model.replace(':', '-')}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_out_dir(out: Path, resume: bool) -> None:
+    """Refuse to overwrite a run; check the folder is writable before any work starts."""
+    if resume:
+        if not (out / "checkpoint.safetensors").exists():
+            raise UserError(f"{out}: nothing to resume (no checkpoint.safetensors); run without --resume to start")
+        return
+    if out.exists() and any((out / name).exists() for name in RUN_FILES):
+        raise UserError(f"{out} already holds a run; continue it with --resume or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the run folder ({exc.strerror}); choose another --out") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """AMX or AVX-512 BF16: bf16 matmuls/convolutions run natively (about 5x fp32 for a small CNN)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("precision fp16 needs a GPU; on CPU use bf16 or fp32")
+    return precision
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] of (N, H, W, C) uint8, from up to 10,000 images."""
+    sample = images[:: max(1, len(images) // 10_000)].astype(np.float64) / 255.0
+    mean = sample.mean(axis=(0, 1, 2))
+    std = sample.std(axis=(0, 1, 2))
+    return mean.tolist(), np.maximum(std, 1e-3).tolist()
+
+
+def digit_like(classes: list[str]) -> bool:
+    """Digit datasets must not be flipped: a mirrored 2 is not a 2."""
+    return set(classes) <= {str(i) for i in range(10)}
+
+
+def class_weight_tensor(labels: np.ndarray, n_classes: int, device) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = len(labels) / (n_classes * np.maximum(counts, 1))  # scikit-learn's 'balanced'
+    return torch.tensor(weights, dtype=torch.float32, device=device)
+
+
+def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Train, evaluate and write a run folder; returns the metrics.json record."""
+    from ..data import DataConfig, load_dataset
+    from ..evaluation import evaluate_run
+    from ..models import build_model, count_parameters
+    from .augment import parse_augment
+
+    out = Path(config.out) if config.out else default_out(config)
+    config.out = str(out)
+    prepare_out_dir(out, resume)
+    seed_everything(config.seed, config.deterministic)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    dataset = load_dataset(DataConfig(source=config.data, image_size=config.image_size, channels=config.channels,
+                                      val_fraction=config.val_fraction, test_fraction=config.test_fraction,
+                                      seed=config.seed, strict=config.strict, classes=config.classes))
+    train_images, train_labels = subsample(dataset.train.images, dataset.train.labels, config.max_train_images,
+                                           config.seed)
+    n_classes = len(dataset.classes)
+    h, w, c = dataset.image_shape
+    model = build_model(config.model, n_classes, c, (h, w), config.model_options())
+    mean, std = model.normalization or channel_stats(train_images)
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    run_info = {"classes": dataset.classes, "image_shape": [h, w, c], "mean": mean, "std": std,
+                "precision": precision, "device": str(device), "data_summary": dataset.summary(),
+                "params": count_parameters(model), "pretrained_used": getattr(model, "pretrained_used", False),
+                "pretrained_note": getattr(model, "pretrained_note", ""), "train_images": len(train_labels)}
+    if not resume:
+        save_config(config, out / "config.yaml")
+        (out / "run.json").write_text(json.dumps(run_info, indent=1))
+    engine = Engine(device, torch.tensor(mean, device=device).view(1, -1, 1, 1),
+                    torch.tensor(std, device=device).view(1, -1, 1, 1), autocast_for(device, precision),
+                    config.channels_last, torch.amp.GradScaler("cuda") if precision == "fp16" else None)
+    augment = parse_augment(config.augment, flip_allowed=not digit_like(dataset.classes))
+    augment = None if augment.is_identity else augment
+    train_split = to_device(train_images, train_labels, device)
+    val_split = to_device(np.asarray(dataset.val.images), dataset.val.labels, device)
+    weights = class_weight_tensor(train_labels, n_classes, device) if config.class_weights == "balanced" else None
+    history = fit(model, config, engine, train_split, val_split, make_loss(weights, config.label_smoothing),
+                  augment, out, resume)
+    record = evaluate_run(out, model=model, dataset=dataset, engine=engine, history=history,
+                          train_split=(train_images, train_labels))
+    return {**record, "out": str(out)}
+
+
+def subsample(images, labels, cap: int | None, seed: int):
+    """At most cap images, stratified by class (for --quick and max_train_images)."""
+    labels = np.asarray(labels)
+    if cap is None or cap >= len(labels):
+        return images, labels
+    from ..data.splits import _carve
+
+    taken, _ = _carve(labels, np.arange(len(labels)), cap, np.random.default_rng(seed))
+    return np.asarray(images[taken]), labels[taken]
+
+
+def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss_fn, augment, out: Path,
+        resume: bool) -> list[dict]:
+    """The epoch loop: train, validate, log, checkpoint; the best epoch's weights in model.safetensors."""
+    steps_per_epoch = max(1, len(train_split) // config.batch_size + (len(train_split) % config.batch_size > 1))
+    optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.momentum, engine.device)
+    scheduler = make_scheduler(optimizer, config.schedule, config.lr, config.epochs * steps_per_epoch)
+    generator = torch.Generator(device=engine.device)
+    generator.manual_seed(config.seed)
+    state_path, best_path = out / "checkpoint.safetensors", out / "model.safetensors"
+    start_epoch, best, stale = 0, -1.0, 0
+    if resume:
+        rng, meta = checkpoint.load_training_state(state_path, model, optimizer, scheduler)
+        restore_rng(rng, generator)
+        start_epoch, best, stale = meta["epoch"], meta["best_val_accuracy"], meta["stale_epochs"]
+        log.info("resuming %s at epoch %d of %d (best val accuracy %.4f)", out, start_epoch + 1, config.epochs, best)
+    compiled = torch.compile(model) if config.compile else model
+    tracker = Tracker(out, config, start_epoch)
+    meta_base = {"config": config.model_dump()}
+    if not resume:  # epoch 0: a kill during the first epoch can resume, and the folder is proven writable
+        checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
+                                       {**meta_base, "epoch": 0, "best_val_accuracy": best, "stale_epochs": 0})
+    history = tracker.history
+    bar = _progress(config.epochs, start_epoch)
+    accumulate = 1
+    epoch = start_epoch
+    while epoch < config.epochs:
+        try:
+            stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
+                                    batch_size=config.batch_size, augment=augment, generator=generator,
+                                    grad_clip=config.grad_clip, accumulate=accumulate)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            accumulate = _after_oom(config.batch_size, accumulate, engine.device)
+            # back to the start of this epoch: finished epochs are kept, this one is redone
+            rng, _ = checkpoint.load_training_state(state_path, model, optimizer, scheduler)
+            restore_rng(rng, generator)
+            continue
+        stats.update(evaluate(compiled, val_split, engine, config.eval_batch_size))
+        stats = {"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[0]["lr"]}
+        improved = stats["val_accuracy"] > best or (np.isnan(stats["val_accuracy"]) and epoch == config.epochs - 1)
+        if improved and checkpoint.all_finite(model) and np.isfinite(stats["train_loss"]):
+            best, stale = (stats["val_accuracy"] if not np.isnan(stats["val_accuracy"]) else best), 0
+            checkpoint.save_weights(best_path, model, {"epoch": epoch + 1, "val_accuracy": stats["val_accuracy"]})
+        else:
+            stale += 1
+        stats["best_val_accuracy"] = best
+        checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
+                                       {**meta_base, "epoch": epoch + 1, "best_val_accuracy": best,
+                                        "stale_epochs": stale})
+        tracker.log(stats)
+        bar(stats)
+        epoch += 1
+        if config.early_stopping and stale >= config.early_stopping:
+            log.info("early stopping: no validation gain for %d epochs", stale)
+            break
+    tracker.close()
+    if not best_path.exists():
+        raise NonFiniteLoss("no epoch produced finite weights; nothing to evaluate")
+    return history
+
+
+def _after_oom(batch_size: int, accumulate: int, device: torch.device) -> int:
+    """Split each batch in twice as many micro-batches (same optimisation, half the memory)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    if -(-batch_size // accumulate) <= 1:
+        raise UserError("out of memory even one image at a time: use a smaller image_size or model")
+    accumulate *= 2
+    log.warning("out of memory at batch size %d: each batch now runs as %d micro-batches of %d images "
+                "(same optimisation); redoing this epoch", batch_size, accumulate, -(-batch_size // accumulate))
+    return accumulate
+
+
+def _progress(total: int, start: int):
+    """One line per epoch when stderr is not a terminal; a tqdm bar when it is."""
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc="epochs", unit="epoch")
+
+        def update(stats):
+            bar.set_postfix(loss=f"{stats['train_loss']:.3f}", val=f"{stats['val_accuracy']:.4f}",
+                            ips=f"{stats['images_per_second']:.0f}")
+            bar.update(1)
+            if stats["epoch"] == total:
+                bar.close()
+        return update
+
+    def line(stats):
+        log.info("epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s  %.1f s", stats["epoch"], total,
+                 stats["train_loss"], stats["train_accuracy"], stats["val_accuracy"], stats["images_per_second"],
+                 stats["train_seconds"])
+    return line
+
+
+__all__ = ["train", "fit", "NonFiniteLoss"]

@@ -1,0 +1,83 @@
+"""Per-epoch logging: ``metrics.jsonl`` always; Weights & Biases and TensorBoard when asked.
+
+Each epoch's line is flushed and synced before the next epoch starts. On resume, lines past
+the checkpoint's epoch (written after the checkpoint by a run that was then killed) are
+dropped, so the file holds each epoch once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class Tracker:
+    def __init__(self, out: Path, config, start_epoch: int):
+        self.path = out / "metrics.jsonl"
+        self.history = [h for h in _read_jsonl(self.path) if h.get("epoch", 0) <= start_epoch]
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+        os.replace(tmp, self.path)
+        self._file = open(self.path, "a")
+        self._wandb = _start_wandb(out, config) if config.wandb != "off" else None
+        self._tb = _start_tensorboard(out) if config.tensorboard else None
+
+    def log(self, stats: dict) -> None:
+        self.history.append(stats)
+        self._file.write(json.dumps(stats) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        if self._wandb is not None:
+            self._wandb.log(stats, step=stats["epoch"])
+        if self._tb is not None:
+            for key, value in stats.items():
+                if key != "epoch" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, stats["epoch"])
+
+    def close(self) -> None:
+        self._file.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            break  # a line cut by a kill: everything before it is whole
+    return lines
+
+
+def _start_wandb(out: Path, config):
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb logging asked for but the wandb package is missing: pip install wandb") from None
+    id_file = out / "wandb_id"  # the same W&B run continues on --resume
+    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    id_file.write_text(run_id)
+    run = wandb.init(project=config.wandb_project, name=out.name, id=run_id, resume="allow", dir=str(out),
+                     mode=config.wandb, config=config.model_dump())
+    if config.wandb == "offline":
+        log.info("W&B offline run in %s; upload it later with: wandb sync %s", run.dir, Path(run.dir).parent)
+    return run
+
+
+def _start_tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("tensorboard logging asked for but the tensorboard package is missing: "
+                        "pip install tensorboard") from None
+    return SummaryWriter(str(out / "tensorboard"))
