@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MNIST = SHARED / "data" / "mnist-png.tar.gz"
 CIFAR = SHARED / "data" / "cifar10-jpg.tar.gz"
-RECIPE = ["--data", str(MNIST), "--model", "lenet", "--epochs", "12", "--batch-size", "256", "--lr", "0.003", "--augment", "light",
+RECIPE = ["--data", str(MNIST), "--model", "lenet", "--epochs", "6", "--batch-size", "256", "--lr", "0.004", "--augment", "light",
           "--set", "batch_norm=true", "--set", "label_smoothing=0.05"]
 
 

@@ -90,7 +90,7 @@ TRAIN_FLAGS = {  # flag -> (type, help); each is also a config key (dashes becom
     "augment": (str, "none | light | standard | strong | a list like crop:4,flip (default none)"),
     "epochs": (int, "passes over the training set (default 10)"),
     "batch-size": (int, "images per step (default 128)"),
-    "lr": (float, "peak learning rate (default 0.001)"),
+    "lr": (float, "peak learning rate (default 0.002)"),
     "weights": (str, "local state dict (.safetensors or .pt) to start from"),
     "device": (str, "auto | cpu | cuda (default auto)"),
     "seed": (int, "one seed for split, initialisation, shuffling and augmentation (default 0)"),

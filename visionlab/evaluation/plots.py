@@ -25,7 +25,8 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> Path:
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(classes)
     size = min(4 + 0.45 * k, 16)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size - 0.5, size))
+    fig.subplots_adjust(left=0.09, right=0.97, bottom=0.14, top=0.93, wspace=0.3)  # fixed: layout engines cost seconds
     for ax, data, label, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
         im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() or 1)
         ax.set_title(f"{title} {label}".strip())
@@ -69,31 +70,36 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
 
 def plot_prediction_grid(images: np.ndarray, labels, preds, confidence, classes: list[str], path: Path,
                          title: str = "", cols: int = 8) -> Path:
-    """Sample test images with true label, prediction and confidence; errors in red.
+    """Sample test images with true label, prediction and confidence; errors framed in red.
 
-    images: (N, H, W, C) uint8, already chosen by the caller.
+    images: (N, H, W, C) uint8, already chosen by the caller. Drawn as one mosaic in one axes:
+    32 separate axes cost matplotlib seconds of tick and layout work for nothing.
     """
-    n = len(images)
+    n, h, w, c = images.shape
     rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.7, rows * 2.0), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, img, t, p, c in zip(axes.flat, images, labels, preds, confidence):
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                  vmin=0, vmax=255)
+    pad, band = max(2, w // 10), max(8, int(h * 0.6))  # gaps, and a white band for two lines of text
+    pitch_y, pitch_x = band + h + pad, w + pad
+    mosaic = np.full((rows * pitch_y, cols * pitch_x + pad, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        y, x = r * pitch_y + band, pad + k * pitch_x
+        mosaic[y: y + h, x: x + w] = img
+    scale = 1.6 / pitch_x  # inches per mosaic pixel
+    fig = plt.figure(figsize=(mosaic.shape[1] * scale, mosaic.shape[0] * scale + 0.4))
+    ax = fig.add_axes((0, 0, 1, mosaic.shape[0] * scale / (mosaic.shape[0] * scale + 0.4)))
+    ax.imshow(mosaic.squeeze(-1) if c == 1 else mosaic, cmap="gray" if c == 1 else None, vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.axis("off")
+    for i, (t, p, conf) in enumerate(zip(labels, preds, confidence)):
+        r, k = divmod(i, cols)
+        y, x = r * pitch_y + band, pad + k * pitch_x
         wrong = t != p
-        ax.set_title(f"true {short(classes[t], 10)}\npred {short(classes[p], 10)} {c:.0%}", fontsize=8,
-                     color=ERROR if wrong else RIGHT)
+        ax.text(x + w / 2, y - 1, f"true {short(classes[t], 10)}\npred {short(classes[p], 10)} {conf:.0%}",
+                ha="center", va="bottom", fontsize=7.5, color=ERROR if wrong else RIGHT)
         if wrong:
-            ax.axis("on")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_edgecolor(ERROR)
-                spine.set_linewidth(3)
+            ax.add_patch(plt.Rectangle((x - 1, y - 1), w + 1, h + 1, fill=False, edgecolor=ERROR, linewidth=2.5))
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -17,8 +17,16 @@ from torch import nn
 
 from ..errors import UserError
 from .base import FeatureModel, ModelOptions, read_state_dict
-from .resnet import resnet18
 from .small import cnn2, cnn3, lenet, mlp
+
+
+def resnet18(n_classes: int, in_channels: int, image_size: tuple[int, int], options: ModelOptions) -> FeatureModel:
+    """torchvision's ResNet-18 (see resnet.py). Imported on first use: torchvision takes seconds
+    to import, a tax every small-CNN run would otherwise pay."""
+    from .resnet import resnet18 as build
+
+    return build(n_classes, in_channels, image_size, options)
+
 
 MODELS = {
     "mlp": mlp,

@@ -174,8 +174,10 @@ class FeatureModel(nn.Module):
         if unknown:
             raise UserError(f"Unknown layer(s) {', '.join(unknown)}; valid: {', '.join(self._feature_layers) or '(none)'}")
         maps: dict[str, torch.Tensor] = {}
+        post = getattr(self, "_map_post", {})  # name -> module applied to the hooked output
         hooks = [self.get_submodule(self._feature_layers[n]).register_forward_hook(
-            lambda module, inputs, output, n=n: maps.__setitem__(n, output)) for n in names]
+            lambda module, inputs, output, n=n: maps.__setitem__(n, post[n](output) if n in post else output))
+            for n in names]
         try:
             self.forward_features(x)
         finally:
