@@ -222,3 +222,19 @@ def test_test_set_lacking_a_class_still_evaluates():
     assert metrics["test_accuracy"] == 1.0
     assert metrics["per_class"]["c"]["support"] == 0
     assert np.array(metrics["confusion_matrix"]).shape == (3, 3)
+
+
+def test_wandb_offline_run_needs_no_account_or_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_API_KEY", "")  # no account
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    train(config(tmp_path, epochs=1, wandb="offline"))
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "the offline run file that `wandb sync` uploads"
+    assert (tmp_path / "run" / "wandb_id").read_text().strip() in runs[0].name
+
+
+def test_tensorboard_events_written(tmp_path):
+    train(config(tmp_path, epochs=1, tensorboard=True))
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

@@ -36,6 +36,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=0.1, help="test share when the source has no test split")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
     p.add_argument("--strict", action="store_true", help="any unusable file is an error")
+    p.add_argument("--merge-splits", action="store_true", help="pool the source's splits, then split by the fractions")
     p.add_argument("--classes", help="comma-separated class names, in label order, replacing the found ones")
     p.add_argument("--cache-dir", help="default: $VISIONLAB_HOME or ~/.cache/visionlab")
 
@@ -46,7 +47,7 @@ def _data_config(args):
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     return DataConfig(source=args.source, image_size=args.image_size, channels=args.channels,
                       val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-                      strict=args.strict, classes=classes, cache_dir=args.cache_dir)
+                      strict=args.strict, classes=classes, cache_dir=args.cache_dir, merge_splits=args.merge_splits)
 
 
 def cmd_data(args) -> int:
@@ -164,6 +165,15 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from .study import load_study, run_study
+
+    study, where = load_study(args.study, data=args.data)
+    report = run_study(study, Path(args.out) if args.out else None, quick=args.quick, where=where)
+    print(f"report: {report}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -171,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"visionlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="run a whole study: data, experiments, analysis, comparison, HTML report")
+    p.add_argument("study", nargs="?", help="study YAML (default: the built-in study on digits)")
+    p.add_argument("--data", help="replace the study's dataset (built-in name or path)")
+    p.add_argument("--out", help="study folder (default runs/<study>-<data>; the same command resumes it)")
+    p.add_argument("--quick", action="store_true", help="a fast look: few epochs, capped training images")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("data", help="load (decode once, cache) and summarise a dataset")
     p.add_argument("source", help="digits | mnist | fashion-mnist | cifar10 | svhn | a folder, archive, idx, .mat or .npz path")

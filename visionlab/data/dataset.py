@@ -30,6 +30,7 @@ class DataConfig:
     seed: int = 0  # drives the split (and everything else in a study)
     strict: bool = False  # any skipped file is an error instead of a warning
     classes: list[str] | None = None  # override the class names, in label order
+    merge_splits: bool = False  # pool the source's own splits and split 80/10/10 (or the fractions) anew
     cache_dir: str | None = None  # default $VISIONLAB_HOME or ~/.cache/visionlab
 
     def validate(self) -> None:
@@ -76,7 +77,8 @@ class Dataset:
     def names(self, name: str) -> list[str]:
         """Where each image of a split came from (file path or 'file[i]')."""
         split = self.split(name)
-        names = cache.load_names(self.cache_dir, split.part)
+        parts = list(self.meta["parts"]) if split.part == "merged" else [split.part]
+        names = [n for part in parts for n in cache.load_names(self.cache_dir, part)]
         return [names[i] for i in split.index]
 
     def summary(self) -> dict:
@@ -113,8 +115,12 @@ def load_dataset(config: DataConfig | str) -> Dataset:
                                            "options": {"channels": config.channels, "image_size": config.image_size}})
         meta = cache.read_meta(entry)
     parts = {name: cache.load_part(entry, name) for name in meta["parts"]}
+    if config.merge_splits and len(parts) > 1:
+        parts = {"merged": {k: np.concatenate([np.asarray(p[k]) for p in parts.values()]) for k in
+                            ("images", "labels", "sizes", "hashes")}}
     manifest = splits.load_or_make(entry, {n: p["labels"] for n, p in parts.items()},
-                                   config.val_fraction, config.test_fraction, config.seed)
+                                   config.val_fraction, config.test_fraction, config.seed,
+                                   tag="merged-" if "merged" in parts else "")
     built = {s: _take(parts[p], p, idx) for s, (p, idx) in manifest.items()}
     classes = _class_names(meta["classes"], config.classes)
     skipped = meta["skipped"]

@@ -55,7 +55,7 @@ def make_split(parts: dict[str, np.ndarray], val_fraction: float, test_fraction:
     its train part (MNIST: 10% of 60,000 = 6,000 validation images).
     """
     rng = np.random.default_rng(seed)
-    base = "all" if "all" in parts else "train"
+    base = "all" if "all" in parts else "merged" if "merged" in parts else "train"
     labels = np.asarray(parts[base])
     pool = np.arange(len(labels))
     out = {}
@@ -69,13 +69,14 @@ def make_split(parts: dict[str, np.ndarray], val_fraction: float, test_fraction:
     return {s: out[s] for s in SPLITS}
 
 
-def manifest_path(entry: Path, val_fraction: float, test_fraction: float, seed: int) -> Path:
-    return entry / "splits" / f"seed{seed}-val{val_fraction:g}-test{test_fraction:g}.npz"
+def manifest_path(entry: Path, val_fraction: float, test_fraction: float, seed: int, tag: str = "") -> Path:
+    return entry / "splits" / f"{tag}seed{seed}-val{val_fraction:g}-test{test_fraction:g}.npz"
 
 
-def load_or_make(entry: Path, parts: dict[str, np.ndarray], val_fraction: float, test_fraction: float, seed: int) -> dict:
+def load_or_make(entry: Path, parts: dict[str, np.ndarray], val_fraction: float, test_fraction: float, seed: int,
+                 tag: str = "") -> dict:
     """The saved manifest if there is one, else a new one, saved atomically for later runs."""
-    path = manifest_path(entry, val_fraction, test_fraction, seed)
+    path = manifest_path(entry, val_fraction, test_fraction, seed, tag)
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return {s: (str(z[f"{s}_part"]), z[f"{s}_index"]) for s in SPLITS}

@@ -135,7 +135,7 @@ def reevaluate(run_dir: Path, data: str | None = None, device: str = "auto") -> 
     source = data or config.data
     dataset = load_dataset(DataConfig(source=source, image_size=config.image_size if data is None else (
         h if h == w else None), channels=str(c), val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction, seed=config.seed))
+        test_fraction=config.test_fraction, seed=config.seed, merge_splits=config.merge_splits and data is None))
     if len(dataset.classes) != len(info["classes"]):
         raise UserError(f"{source} has {len(dataset.classes)} classes but the model was trained on "
                         f"{len(info['classes'])} ({', '.join(info['classes'][:10])})")

@@ -25,6 +25,7 @@ class TrainConfig(BaseModel):
     test_fraction: float = Field(0.1, ge=0.0, lt=1.0)  # test share when the source has no test split
     classes: list[str] | None = None  # class names in label order, replacing the found ones
     strict: bool = False  # unusable files are errors instead of skips
+    merge_splits: bool = False  # pool the source's own splits, then split by the fractions (80/10/10)
     max_train_images: int | None = Field(None, ge=1)  # cap on training images (stratified), e.g. for --quick
     # model
     model: str = "lenet"  # mlp | cnn2 | cnn3 | cnn | lenet | resnet18 | timm:<name>

@@ -71,9 +71,11 @@ def autocast_for(device: torch.device, precision: str):
 
 
 def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer, scheduler, *, batch_size: int,
-                    augment, generator: torch.Generator, grad_clip: float | None, accumulate: int = 1) -> dict:
+                    augment, generator: torch.Generator, grad_clip: float | None, accumulate: int = 1,
+                    on_step=None) -> dict:
     """One pass over a fresh permutation. accumulate > 1 splits each batch into that many
-    micro-batches with the gradients summed: the same optimisation in less memory."""
+    micro-batches with the gradients summed: the same optimisation in less memory.
+    on_step(images, loss_sum, correct, seen) is called after each step (a progress bar)."""
     model.train()
     n = len(data)
     perm = torch.randperm(n, generator=generator, device=engine.device)
@@ -108,6 +110,8 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
         if scheduler is not None:
             scheduler.step()
         seen += len(idx)
+        if on_step is not None:
+            on_step(len(idx), loss_sum, correct, seen)
         if step % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
             raise NonFiniteLoss(f"the training loss became {loss_sum.item()} at step {step + 1} of this epoch; "
                                 "lower the learning rate (--lr) or add --set grad_clip=1; the last good checkpoint "

@@ -8,6 +8,7 @@ predictions.npz, plots).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -139,7 +140,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     precision = resolve_precision(config.precision, device)
     dataset = load_dataset(DataConfig(source=config.data, image_size=config.image_size, channels=config.channels,
                                       val_fraction=config.val_fraction, test_fraction=config.test_fraction,
-                                      seed=config.seed, strict=config.strict, classes=config.classes))
+                                      seed=config.seed, strict=config.strict, classes=config.classes,
+                                      merge_splits=config.merge_splits))
     train_images, train_labels = subsample(dataset.train.images, dataset.train.labels, config.max_train_images,
                                            config.seed)
     n_classes = len(dataset.classes)
@@ -207,9 +209,10 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
     epoch = start_epoch
     while epoch < config.epochs:
         try:
-            stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
-                                    batch_size=config.batch_size, augment=augment, generator=generator,
-                                    grad_clip=config.grad_clip, accumulate=accumulate)
+            with _batch_bar(len(train_split), epoch, config.epochs) as on_step:
+                stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
+                                        batch_size=config.batch_size, augment=augment, generator=generator,
+                                        grad_clip=config.grad_clip, accumulate=accumulate, on_step=on_step)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -252,6 +255,29 @@ def _after_oom(batch_size: int, accumulate: int, device: torch.device) -> int:
     log.warning("out of memory at batch size %d: each batch now runs as %d micro-batches of %d images "
                 "(same optimisation); redoing this epoch", batch_size, accumulate, -(-batch_size // accumulate))
     return accumulate
+
+
+@contextlib.contextmanager
+def _batch_bar(n_images: int, epoch: int, epochs: int):
+    """A per-batch bar with loss, accuracy and images/s on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_images, desc=f"epoch {epoch + 1}/{epochs}", unit="img", leave=False, unit_scale=True)
+    steps = [0]
+
+    def on_step(images, loss_sum, correct, seen):
+        steps[0] += 1
+        bar.update(images)
+        if steps[0] % 20 == 0:  # reading the device's sums waits for it: not every step
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}")
+
+    try:
+        yield on_step
+    finally:
+        bar.close()
 
 
 def _progress(total: int, start: int):
