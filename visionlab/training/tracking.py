@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
+import string
 from pathlib import Path
 
 from ..errors import UserError
@@ -65,7 +67,8 @@ def _start_wandb(out: Path, config):
     except ImportError:
         raise UserError("wandb logging asked for but the wandb package is missing: pip install wandb") from None
     id_file = out / "wandb_id"  # the same W&B run continues on --resume
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.exists() else "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
     id_file.write_text(run_id)
     run = wandb.init(project=config.wandb_project, name=out.name, id=run_id, resume="allow", dir=str(out),
                      mode=config.wandb, config=config.model_dump())
