@@ -13,7 +13,8 @@ from sklearn.neighbors import KNeighborsClassifier
 import visionlab.analysis.run as analysis_run
 from visionlab.analysis import TSNEConfig, analyze_run, embed_tsne, find_mistakes, overfit_flag, stratified_subsample
 from visionlab.analysis import summarize
-from visionlab.analysis.tsne import plotly_tsne_3d
+from visionlab.analysis.feature_maps import choose_per_class
+from visionlab.analysis.tsne import class_colors, plot_tsne, plotly_tsne_3d
 from visionlab.evaluation.record import save_record
 
 HTML = "<img src=x onerror=alert(1)>"
@@ -94,10 +95,12 @@ def blobs(n_per_class=100, dims=20, seed=0):
     return (centres[labels] + rng.normal(0, 1, (len(labels), dims))).astype(np.float32), labels
 
 
-def test_tsne_separates_separable_clusters_in_2d_and_3d():
-    features, labels = blobs()
+@pytest.mark.parametrize("n_per_class", [100, 400])  # 300 points: Barnes-Hut in 2-D; 1,200: FFT
+def test_tsne_separates_separable_clusters_in_2d_and_3d(n_per_class):
+    features, labels = blobs(n_per_class)
+    n = len(labels)
     result = embed_tsne(features, TSNEConfig(random_state=0, exaggeration_iter=100, iter_2d=200, iter_3d=200))
-    assert result.embedding_2d.shape == (300, 2) and result.embedding_3d.shape == (300, 3)
+    assert result.embedding_2d.shape == (n, 2) and result.embedding_3d.shape == (n, 3)
     assert result.pca_dims == 20 and np.isfinite([result.kl_2d, result.kl_3d]).all()
     for embedding in (result.embedding_2d, result.embedding_3d):
         accuracy = cross_val_score(KNeighborsClassifier(5), embedding, labels, cv=5).mean()
@@ -121,6 +124,28 @@ def test_plotly_figure_has_a_trace_per_class_and_one_for_errors():
     assert [len(t["x"]) for t in traces] == [10, 10, 10, 2]
     assert traces[2]["text"][0] == f"{HTML} (test #520)"
     assert traces[3]["text"][0] == "test #500: true a, predicted b & c"
+
+
+@pytest.mark.parametrize("n_classes", [3, 10, 20, 45])
+def test_class_colours_are_distinct(n_classes):
+    assert len(set(class_colors(n_classes))) == n_classes
+
+
+def test_class_names_are_never_matplotlib_math(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 10)
+    classes = [r"$\frac$", "$x^$", HTML]  # as mathtext, the first two fail to parse
+    path = plot_tsne(rng.normal(size=(30, 2)), labels, labels == 0, classes, tmp_path / "t.png", "t")
+    Image.open(path).verify()
+
+
+def test_feature_map_images_cover_classes_first():
+    labels = np.repeat([0, 1, 2, 3], [50, 5, 5, 1])
+    rows = choose_per_class(np.arange(len(labels)), labels, 3, seed=0)
+    assert len(rows) == 3 and len(set(labels[rows])) == 3
+    rows = choose_per_class(np.arange(len(labels)), labels, 6, seed=0)
+    assert len(set(rows)) == 6 and set(labels[rows]) == {0, 1, 2, 3}
+    assert choose_per_class(np.array([], np.int64), labels, 4, seed=0).size == 0
 
 
 def synthetic_run(tmp_path, n_per_class=30, errors=True, classes=("zero", "one", HTML)):

@@ -68,7 +68,7 @@ def plot_feature_maps(images: np.ndarray, maps: dict[str, np.ndarray], captions:
     n, h, w, c = images.shape
     layers = list(maps)
     n_rows = n * len(layers)
-    row_h, input_w, label_w, strip_w = 1.05, 1.8, 0.9, 9.0  # inches
+    row_h, input_w, label_w, strip_w = 1.05, 1.8, 0.9, 7.6  # inches: 8 square tiles fill a strip
     fig = plt.figure(figsize=(input_w + label_w + strip_w + 0.3, n_rows * row_h + 0.45 * n + 0.7))
     grid = fig.add_gridspec(n_rows, 3, width_ratios=(input_w, label_w, strip_w), left=0.01, right=0.99,
                             top=1 - 0.7 / fig.get_figheight(), bottom=0.02, hspace=0.5, wspace=0.02)

@@ -28,6 +28,8 @@ from .tsne import MIN_POINTS, TSNEConfig, embed_tsne, plot_tsne, plotly_tsne_3d,
 
 log = logging.getLogger(__name__)
 N_CONFIDENT = 16  # mistakes in the gallery
+FIGURE_FILES = ("tsne_2d.png", "tsne_3d.png", "tsne_3d.json", "distance_ratio.png", "confident_mistakes.png",
+                "feature_maps.png", "feature_maps_errors.png")
 
 
 def analyze_run(run_dir: Path, test_images: np.ndarray, classes: list[str], *, names: list[str] | None = None,
@@ -52,6 +54,8 @@ def analyze_run(run_dir: Path, test_images: np.ndarray, classes: list[str], *, n
     if record["logits"].shape[1] != len(classes):
         raise UserError(f"{run_dir}: the record has {record['logits'].shape[1]} classes, {len(classes)} were given")
     out.mkdir(exist_ok=True)
+    for stale in FIGURE_FILES:  # from an earlier analysis; this one may not draw them all
+        (out / stale).unlink(missing_ok=True)
     name = run_dir.name
     figures: dict[str, Path] = {}
     tsne, tsne_figures = _tsne(record, classes, out, tsne_max_points, seed, name)

@@ -1,4 +1,9 @@
-"""The comparative report: summary.json -> self-contained report.html and summary.md."""
-from .html import render_markdown, script_json, write_report
+"""The comparative report: a study summary -> one self-contained report.html and summary.md.
 
-__all__ = ["render_markdown", "script_json", "write_report"]
+    from visionlab.report import write_report, render_markdown
+    write_report(out_dir, summary)      # out_dir/report.html; figure paths are relative to out_dir
+    render_markdown(summary)            # the comparison table and observations as Markdown
+"""
+from .html import render_markdown, write_report
+
+__all__ = ["render_markdown", "write_report"]
