@@ -152,6 +152,7 @@ def test_truncated_checkpoint_refused_on_resume(tmp_path, capsys):
     train(config(tmp_path, epochs=1))
     state = tmp_path / "run" / "checkpoint.safetensors"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    capsys.readouterr()  # the set-up run's own log lines
     assert main(["train", "--resume", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert str(state) in err and err.count("\n") == 1

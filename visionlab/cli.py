@@ -20,8 +20,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at each message, not the one at set-up (which a caller
+    such as a test harness may since have replaced and closed)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("visionlab: %(message)s"))
     root = logging.getLogger("visionlab")
     root.handlers[:] = [handler]
