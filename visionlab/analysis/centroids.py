@@ -21,7 +21,7 @@ from sklearn.metrics import confusion_matrix  # noqa: E402
 
 from ..evaluation import top_confusions  # noqa: E402
 from ..evaluation.metrics import softmax  # noqa: E402
-from ..evaluation.plots import ERROR, short  # noqa: E402
+from ..evaluation.plots import ERROR, mathsafe, short  # noqa: E402
 
 
 @dataclass
@@ -113,7 +113,7 @@ def plot_distance_ratio(mistakes: Mistakes, path: Path, title: str = "") -> Path
                 ha="center", va="center")
     ax.set_xlabel("distance to true-class centroid / distance to predicted-class centroid")
     ax.set_ylabel("misclassified test images")
-    ax.set_title(title or "Misclassified images: feature-space distance ratio", fontsize=11)
+    ax.set_title(mathsafe(title) if title else "Misclassified images: feature-space distance ratio", fontsize=11)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -145,14 +145,11 @@ def plot_confident_mistakes(images: np.ndarray, mistakes: Mistakes, classes: lis
             spine.set(edgecolor=ERROR, linewidth=1.5)
         dt, dp = (f"{d:.2f}" if np.isfinite(d) else "n/a" for d in (mistakes.dist_true[i], mistakes.dist_pred[i]))
         fig.text((k + 0.5) * cell_w / fig_w, (top - text_h + 0.02) / fig_h,  # just above the image
-                 f"true {_label(classes[mistakes.true[i]])}\npred {_label(classes[mistakes.pred[i]])} "
+                 f"true {short(classes[mistakes.true[i]], 12)}\npred {short(classes[mistakes.pred[i]], 12)} "
                  f"{mistakes.confidence[i]:.0%}\ndist true {dt}\ndist pred {dp}",
                  ha="center", va="bottom", fontsize=7.5, linespacing=1.15)
-    fig.suptitle(title or "Most confident mistakes", fontsize=11, y=1 - 0.12 / fig_h, va="top")
+    fig.suptitle(mathsafe(title) if title else "Most confident mistakes", fontsize=11, y=1 - 0.12 / fig_h, va="top")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
-
-def _label(name: str) -> str:
-    return short(name, 12).replace("$", r"\$")  # '$' would start matplotlib math

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ..evaluation.metrics import softmax  # noqa: E402
-from ..evaluation.plots import ERROR, RIGHT, short  # noqa: E402
+from ..evaluation.plots import ERROR, RIGHT, mathsafe, short  # noqa: E402
 
 CHANNELS = 8  # channels shown per layer
 
@@ -96,7 +96,7 @@ def plot_feature_maps(images: np.ndarray, maps: dict[str, np.ndarray], captions:
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(mathsafe(title), fontsize=11)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
@@ -122,12 +122,9 @@ def feature_map_figures(model, engine, record: dict[str, np.ndarray], test_image
         rows, index = rows[order], index[order]
         images = np.asarray(test_images[index])  # (B, H, W, C) uint8
         maps = compute_maps(model, engine, images)
-        captions = [(f"test #{i}\ntrue {_label(classes[labels[r]])}\npred {_label(classes[preds[r]])} "
+        captions = [(f"test #{i}\ntrue {short(classes[labels[r]], 14)}\npred {short(classes[preds[r]], 14)} "
                      f"{confidence[r]:.0%}", bool(labels[r] == preds[r])) for i, r in zip(index, rows)]
         figures[key] = plot_feature_maps(images, maps, captions, out / f"{key}.png",
                                          f"Feature maps of {what}: the {CHANNELS} most active channels per conv layer")
     return figures
 
-
-def _label(name: str) -> str:
-    return short(name, 14).replace("$", r"\$")  # '$' would start matplotlib math

@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..evaluation.plots import mathsafe  # noqa: E402
+
 log = logging.getLogger(__name__)
 MIN_POINTS = 10  # fewer test images than this: no t-SNE (nothing to see, perplexity degenerate)
 SMALL_N = 1000  # up to this many points: Barnes-Hut in 2-D too, one thread (180 points: 0.4 s, not 30 s)
@@ -176,7 +178,7 @@ def plot_tsne(embedding: np.ndarray, labels: np.ndarray, wrong: np.ndarray, clas
         alpha = 0.75 if wrong.mean() < 0.2 else 0.4  # a weak model's crosses would hide the colours
         ax.scatter(*coords(wrong), s=size * 3 + 6, marker="x", color="black", linewidths=0.6, alpha=alpha,
                    label=f"misclassified ({int(wrong.sum()):,})")
-    ax.set_title(title, fontsize=11)
+    ax.set_title(mathsafe(title), fontsize=11)
     if dims == 3:
         ax.view_init(elev=22, azim=40)
         ax.set_box_aspect(None, zoom=1.12)  # the default leaves a wide empty margin around the box

@@ -26,7 +26,10 @@ CENTROID_IMAGES = 10_000  # train images behind the class centroids (a stratifie
 def _infer_split(model, images, engine, batch_size: int, features: bool = True):
     from ..training.loop import infer
 
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(engine.device)
+    images = np.asarray(images)
+    if not (images.flags.writeable and images.flags.c_contiguous):  # a read-only cache memmap: one copy
+        images = np.array(images)
+    x = torch.from_numpy(images).to(engine.device)
     logits, feats = infer(model, x, engine, batch_size, features=features)
     return logits.cpu().numpy(), (feats.cpu().numpy() if feats is not None else None)
 

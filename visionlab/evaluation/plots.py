@@ -15,8 +15,16 @@ ERROR = "#d62728"
 RIGHT = "#2ca02c"
 
 
-def short(name: str, n: int = 14) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
+def mathsafe(text) -> str:
+    """User text (class, run, dataset names) for a matplotlib label: '$' escaped, so 'US$' or
+    '$x^$' is drawn as written, never parsed as mathtext (which can fail to render)."""
+    return str(text).replace("$", r"\$")
+
+
+def short(name, n: int = 14) -> str:
+    """A class or run name as a matplotlib label: at most n characters, mathtext-safe."""
+    name = str(name)
+    return mathsafe(name if len(name) <= n else name[: n - 1] + "…")
 
 
 def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> Path:
@@ -29,7 +37,7 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> Path:
     fig.subplots_adjust(left=0.09, right=0.97, bottom=0.14, top=0.93, wspace=0.3)  # fixed: layout engines cost seconds
     for ax, data, label, fmt in ((axes[0], cm, "counts", "d"), (axes[1], norm, "row-normalised (recall)", ".2f")):
         im = ax.imshow(data, cmap="Blues", vmin=0, vmax=data.max() or 1)
-        ax.set_title(f"{title} {label}".strip())
+        ax.set_title(mathsafe(f"{title} {label}".strip()))
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ticks = np.arange(k)
@@ -53,10 +61,10 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
-    ax1.set_title(f"{title} loss".strip())
+    ax1.set_title(mathsafe(f"{title} loss".strip()))
     ax2.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
     ax2.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="validation")
-    ax2.set_title(f"{title} accuracy".strip())
+    ax2.set_title(mathsafe(f"{title} accuracy".strip()))
     for ax in (ax1, ax2):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -99,7 +107,7 @@ def plot_prediction_grid(images: np.ndarray, labels, preds, confidence, classes:
         if wrong:
             ax.add_patch(plt.Rectangle((x - 1, y - 1), w + 1, h + 1, fill=False, edgecolor=ERROR, linewidth=2.5))
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(mathsafe(title), fontsize=11)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -197,12 +197,6 @@ class Figures:
                     Markup(""))
 
 
-def _mpl_text(name, n: int = 24) -> str:
-    """A class name as a matplotlib label: shortened, and '$' escaped so it is never mathtext."""
-    text = str(name) if len(str(name)) <= n else str(name)[: n - 1] + "…"
-    return text.replace("$", r"\$")
-
-
 def class_rows(dataset: Mapping) -> list[dict]:
     """One row per class: its name and its image count in each split (None where unknown)."""
     counts = dataset.get("class_counts") or {}
@@ -224,6 +218,8 @@ def class_count_chart(rows: list[dict]) -> Markup:
     import numpy as np
     from matplotlib.figure import Figure
 
+    from ..evaluation.plots import short
+
     colors = {"train": "#3b6fb6", "val": "#8fb8e8", "test": "#f0a04b"}
     k = len(rows)
     if k <= LABELLED_CLASSES:  # horizontal bars, one labelled row per class, top to bottom
@@ -234,7 +230,7 @@ def class_count_chart(rows: list[dict]) -> Markup:
             values = np.array([r[split] or 0 for r in rows], float)
             ax.barh(np.arange(k), values, left=left, color=colors[split], label=split, height=0.75)
             left += values
-        ax.set_yticks(np.arange(k), [_mpl_text(r["name"]) for r in rows], fontsize=8)
+        ax.set_yticks(np.arange(k), [short(r["name"], 24) for r in rows], fontsize=8)
         ax.invert_yaxis()
         ax.set_xlabel("images")
     else:  # too many classes to label: the totals sorted, which shows the imbalance at a glance

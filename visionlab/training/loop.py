@@ -163,32 +163,3 @@ def make_loss(class_weights: torch.Tensor | None, label_smoothing: float):
         return F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=label_smoothing)
 
     return loss_fn
-
-
-def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float, device: torch.device):
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise UserError("every parameter is frozen: nothing to train (check freeze:)")
-    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel per step on GPU
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **fused)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=weight_decay,
-                               **fused)
-    raise UserError(f"Invalid optimizer {name}. Only adam, adamw and sgd are supported.")
-
-
-def make_scheduler(optimizer, name: str, lr: float, total_steps: int):
-    if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(total_steps, 2),
-                                                   pct_start=0.25)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
-    if name == "step":  # x0.1 at 50% and 75% of training
-        milestones = [int(total_steps * 0.5), int(total_steps * 0.75)]
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-    if name == "none":
-        return None
-    raise UserError(f"Invalid schedule {name}. Only onecycle, cosine, step and none are supported.")

@@ -1,0 +1,53 @@
+"""The hand-written metrics agree with scikit-learn's on random predictions, missing classes included."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score, top_k_accuracy_score
+
+from visionlab.evaluation import classification_metrics
+
+
+@pytest.mark.parametrize("n_classes,missing", [(3, None), (10, None), (10, 4), (2, None)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_metrics_match_scikit_learn(n_classes, missing, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, 500)
+    if missing is not None:  # a class the test set lacks, but the model still predicts
+        labels[labels == missing] = (missing + 1) % n_classes
+    logits = rng.normal(size=(500, n_classes)) + 1.5 * np.eye(n_classes)[labels] * rng.random((500, 1))
+    classes = [f"c{i}" for i in range(n_classes)]
+    ids = list(range(n_classes))
+    preds = logits.argmax(1)
+    got = classification_metrics(logits, labels, classes)
+
+    assert got["test_accuracy"] == pytest.approx(accuracy_score(labels, preds))
+    for average in ("macro", "weighted"):
+        assert got[f"test_{average}_f1"] == pytest.approx(
+            f1_score(labels, preds, labels=ids, average=average, zero_division=0))
+    report = classification_report(labels, preds, labels=ids, target_names=classes, output_dict=True, zero_division=0)
+    for c in classes:
+        for key in ("precision", "recall", "f1-score", "support"):
+            assert got["per_class"][c][key] == pytest.approx(report[c][key]), (c, key)
+    assert got["confusion_matrix"] == confusion_matrix(labels, preds, labels=ids).tolist()
+    if n_classes > 2:
+        k = got["top_k"]
+        assert got["test_top_k_accuracy"] == pytest.approx(top_k_accuracy_score(labels, logits, k=k, labels=ids))
+    else:
+        assert got["test_top_k_accuracy"] is None
+
+
+def test_figures_draw_class_names_that_look_like_mathtext(tmp_path):
+    """'$' in a class or run name is drawn as written; unescaped, matplotlib fails to parse it."""
+    from visionlab.evaluation.evaluate import write_figures
+
+    classes = [r"$\frac$", "$x^$", "US$"]
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 40)
+    record = {"logits": rng.normal(size=(40, 3)).astype(np.float32), "labels": labels, "indices": np.arange(40)}
+    images = rng.integers(0, 255, (40, 8, 8, 1), dtype=np.uint8)
+    history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_accuracy": 0.5, "val_accuracy": 0.4}]
+    figures = write_figures(tmp_path, record, images, classes, history, "run $x^$", seed=0)
+    assert set(figures) == {"confusion_matrix", "curves", "predictions"}
+    for name in figures.values():
+        assert (tmp_path / name).stat().st_size > 1000
