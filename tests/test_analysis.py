@@ -227,6 +227,9 @@ def test_overfit_flag_on_synthetic_histories():
     assert overfit_flag(once)["flag"] is False  # one rising epoch is noise
     both_rise = history([0.8, 0.9, 0.91, 0.92], [0.8, 0.9, 0.9, 0.9], [0.6, 0.3, 0.4, 0.5], [0.5, 0.3, 0.35, 0.4])
     assert overfit_flag(both_rise)["flag"] is False  # train loss rose too: not overfitting
+    wobble = history([0.9, 0.99, 0.99, 0.99], [0.98, 0.98, 0.98, 0.98], [0.3, 0.0030, 0.0028, 0.0027],
+                     [0.07, 0.0675, 0.0679, 0.0683])
+    assert overfit_flag(wobble)["flag"] is False  # rising in the fourth decimal: under MIN_RISE, not a trend
     # the gap is read at the best epoch, whose weights were kept, not the last
     late = history([0.9, 0.99], [0.92, 0.85], [0.3, 0.1], [0.3, 0.3])
     assert overfit_flag(late) == {**overfit_flag(late), "flag": False, "gap": -0.02}

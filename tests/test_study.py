@@ -129,3 +129,14 @@ def test_every_example_study_validates():
     for path in studies:  # folder.yaml names a placeholder folder: it is run with --data
         study, _ = load_study(path, data="digits" if path.stem == "folder" else None)
         assert study.experiments
+
+
+def test_default_study_is_studies_digits_yaml():
+    """`visionlab run` with no arguments and `visionlab run studies/digits.yaml` are one study."""
+    from pathlib import Path
+
+    default, _ = load_study(None)
+    written, _ = load_study(Path(__file__).parents[1] / "studies" / "digits.yaml")
+    assert default.model_dump() == written.model_dump()
+    other, _ = load_study(None, data="digits")  # --data alone: the generic default experiments
+    assert other.name == "default" and other.defaults == {"epochs": 10}

@@ -3,7 +3,8 @@
 Two signs, either one raises the flag:
 - a gap: at the best epoch (the one whose weights were kept), train accuracy exceeds validation
   accuracy by more than ``GAP``;
-- a trend: validation loss rose over the last ``RISING`` or more epochs while train loss fell.
+- a trend: validation loss rose over the last ``RISING`` or more epochs while train loss fell,
+  by ``MIN_RISE`` or more in all (a flat curve wobbling in the fourth decimal is not a trend).
 Train accuracy is measured on the augmented batches during the epoch, so with strong
 augmentation the gap understates overfitting; the note says what was measured.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 GAP = 0.05  # train - validation accuracy above this at the best epoch is overfitting
 RISING = 2  # consecutive epochs of rising validation loss (with falling train loss) that count
+MIN_RISE = 0.05  # ... and the rise over those epochs, relative to where it started
 
 
 def read_history(path: Path) -> list[dict]:
@@ -58,17 +60,17 @@ def overfit_flag(history: list[dict], best: int | None = None) -> dict:
     if gap > GAP:
         reasons.append(f"at the best epoch ({chosen.get('epoch')}) train accuracy {train_acc:.3f} exceeds "
                        f"validation accuracy {val_acc:.3f} by {gap:.3f} (> {GAP})")
-    if rising >= RISING:
-        first, last = history[-1 - rising], history[-1]
-        reasons.append(f"validation loss rose for the last {rising} epochs ({first['val_loss']:.4f} -> "
-                       f"{last['val_loss']:.4f}) while train loss fell ({first['train_loss']:.4f} -> "
-                       f"{last['train_loss']:.4f})")
+    first, last = history[-1 - rising], history[-1]
+    if rising >= RISING and last["val_loss"] >= first["val_loss"] * (1 + MIN_RISE):
+        reasons.append(f"validation loss rose for the last {rising} epochs ({first['val_loss']:.3g} → "
+                       f"{last['val_loss']:.3g}) while train loss fell ({first['train_loss']:.3g} → "
+                       f"{last['train_loss']:.3g})")
     if reasons:
         note = "Overfitting: " + "; and ".join(reasons) + "."
     elif _finite(train_acc) and _finite(val_acc):
         note = (f"No sign of overfitting: at the best epoch ({chosen.get('epoch')}) train accuracy {train_acc:.3f} "
-                f"vs validation {val_acc:.3f} (gap {gap:.3f} <= {GAP}), and validation loss did not rise for "
-                f"{RISING}+ final epochs while train loss fell.")
+                f"vs validation {val_acc:.3f} (gap {gap:.3f} <= {GAP}), and validation loss did not rise by "
+                f"{MIN_RISE:.0%} or more over {RISING}+ final epochs while train loss fell.")
     else:
         note = "No accuracy to compare at the best epoch (empty validation split?); validation loss did not rise."
     return {"flag": bool(reasons), "gap": round(float(gap), 4), "note": note}

@@ -93,18 +93,18 @@ def observations(experiments: list[dict], classes: list[str]) -> list[str]:
                 verb = "raised" if delta > 0 else "lowered" if delta < 0 else "did not change"
                 amount = f" by {abs(delta):.2f} points" if delta else ""
                 notes.append(f"Augmentation ({a['augment']}) {verb} {model}'s test accuracy{amount} "
-                             f"({p['name']} {_pct(p['test_accuracy'])} -> {a['name']} {_pct(a['test_accuracy'])}).")
+                             f"({p['name']} {_pct(p['test_accuracy'])} → {a['name']} {_pct(a['test_accuracy'])}).")
     overfit = [e for e in experiments if e.get("overfit", {}).get("flag")]
     for e in overfit:
-        notes.append(f"{e['name']} overfits: {e['overfit'].get('note', '')}".strip())
+        notes.append(f"{e['name']} overfits: {e['overfit'].get('note', '').removeprefix('Overfitting: ')}".strip())
     pairs: dict[tuple[str, str], int] = {}
     for e in experiments:
         for c in e.get("misclassification", {}).get("top_confusions", []):
             pairs[(c["true"], c["predicted"])] = pairs.get((c["true"], c["predicted"]), 0) + c["count"]
     if pairs:
         top = sorted(pairs.items(), key=lambda kv: -kv[1])[:3]
-        notes.append("Most confused across experiments (true -> predicted, errors summed): "
-                     + "; ".join(f"{t} -> {p} ({n})" for (t, p), n in top) + ".")
+        notes.append("Most confused across experiments (true → predicted, errors summed): "
+                     + "; ".join(f"{t} → {p} ({n})" for (t, p), n in top) + ".")
     fractions = [(e["name"], e["misclassification"]["closer_to_predicted_fraction"]) for e in experiments
                  if e.get("misclassification", {}).get("n_errors")]
     if fractions:
@@ -117,7 +117,8 @@ def observations(experiments: list[dict], classes: list[str]) -> list[str]:
     scratch = [e for e in experiments if e["model"].startswith(("resnet", "timm:")) and not e.get("pretrained_used")]
     for e in scratch:
         note = e.get("pretrained_note") or "ImageNet weights were not available"
-        notes.append(f"{e['name']} trained from scratch: {note}.")
+        notes.append(f"{e['name']} trained {note}." if note.startswith("from scratch") else
+                     f"{e['name']} trained from scratch: {note}.")
     fastest = max(experiments, key=lambda e: e["train_images_per_second"])
     notes.append(f"Fastest training: {fastest['name']} at {fastest['train_images_per_second']:,.0f} images/s "
                  f"({fastest['train_seconds']:.1f} s for {fastest['epochs']} epochs).")
