@@ -1,0 +1,75 @@
+"""Study benchmark: the README's main job, `visionlab run` with no arguments (the default digits
+study: 5 experiments, analysis, comparison, report), from an empty output folder, plus the two
+real-data studies of issue [3/8].
+
+usage: python benchmarks/bench_study.py [--runs 2] [--real]
+Each run is a new process with a new output folder (the decode cache stays warm, as it is for a
+user's second study); wall time of the whole command. --real adds one run each of
+`studies/mnist.yaml --data mnist-png.tar.gz` and `studies/cifar10.yaml --data cifar10-jpg.tar.gz
+--quick`, with their test accuracies. Writes benchmarks/results/study.json, prints Markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data import machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+REAL = {
+    "mnist.yaml": ["studies/mnist.yaml", "--data", str(SHARED / "mnist-png.tar.gz")],
+    "cifar10.yaml --quick": ["studies/cifar10.yaml", "--data", str(SHARED / "cifar10-jpg.tar.gz"), "--quick"],
+}
+
+
+def study(args: list[str], out: Path) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "visionlab", "run", *args, "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(f"visionlab run {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    return {"wall_seconds": wall, "experiments": {e["name"]: {"test_accuracy": e["test_accuracy"],
+                                                              "train_seconds": e["train_seconds"]}
+                                                  for e in summary["experiments"]}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--real", action="store_true")
+    args = parser.parse_args()
+    results: dict = {"machine": machine()}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["default"] = [study([], Path(tmp) / f"default{i}") for i in range(args.runs)]
+        if args.real:
+            results["real"] = {name: study(argv, Path(tmp) / name.split()[0]) for name, argv in REAL.items()}
+    out = ROOT / "benchmarks" / "results" / "study.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    report(results)
+
+
+def report(r: dict) -> None:
+    walls = [run["wall_seconds"] for run in r["default"]]
+    print(f"machine: {r['machine']}\n")
+    print(f"default study (`visionlab run`): median {statistics.median(walls):.0f} s wall over {len(walls)} runs "
+          f"({', '.join(f'{w:.0f} s' for w in walls)})\n")
+    print("| study | experiment | train time | test accuracy |\n|---|---|---|---|")
+    for name, run in [("default", r["default"][0]), *r.get("real", {}).items()]:
+        for exp, m in run["experiments"].items():
+            print(f"| {name} ({run['wall_seconds']:.0f} s) | {exp} | {m['train_seconds']:.1f} s | "
+                  f"{100 * m['test_accuracy']:.2f}% |")
+
+
+if __name__ == "__main__":
+    main()
