@@ -221,3 +221,7 @@ def test_real_study_report_in_browser(tmp_path):
     assert len(seen["images"]) >= 10 and all(i["ok"] for i in seen["images"])
     assert EVIL[0] in seen["text"] and EVIL[2] in seen["text"] and seen["injected"] == 0
     assert seen["drawn"] == 2  # one interactive 3D t-SNE per experiment
+    assert "Hand-crafted features" in seen["text"] and "Augmentation previews" in seen["text"]  # the EDA section
+    eda = open_page(out / "eda" / "eda.html")  # the EDA's own page
+    assert eda["console_errors"] == [] and eda["page_errors"] == [] and eda["requests"] == []
+    assert len(eda["images"]) >= 7 and all(i["ok"] for i in eda["images"]) and EVIL[0] in eda["text"]

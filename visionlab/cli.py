@@ -174,6 +174,31 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_eda(args) -> int:
+    from .data import load_dataset
+    from .eda import run_eda
+
+    dataset = load_dataset(_data_config(args))
+    name = Path(args.source).name.split(".")[0] or "data"
+    out = Path(args.out) if args.out else Path("runs") / f"eda-{name}"
+    _check_writable(out)
+    record = run_eda(dataset, out, seed=args.seed, samples_per_class=args.samples)
+    for line in record["observations"]:
+        print(f"- {line}")
+    print(f"eda: {out / 'eda.html'} ({record['seconds']['total']:.1f} s)")
+    return 0
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write there ({exc.strerror}); choose another --out") from None
+
+
 def cmd_run(args) -> int:
     from .study import load_study, run_study
 
@@ -203,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_data_options(p)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("eda", help="exploratory analysis of a dataset: eda.json, figures, eda.html")
+    p.add_argument("source", help="anything `visionlab data` takes")
+    p.add_argument("--out", help="output folder (default runs/eda-<data>)")
+    p.add_argument("--samples", type=int, default=8, help="sample images per class in the grid (default 8)")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_eda)
 
     p = sub.add_parser("train", help="train one model, evaluate it on the test split")
     for flag, (kind, text) in TRAIN_FLAGS.items():

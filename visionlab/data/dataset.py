@@ -81,6 +81,14 @@ class Dataset:
         names = [n for part in parts for n in cache.load_names(self.cache_dir, part)]
         return [names[i] for i in split.index]
 
+    def column(self, name: str, key: str) -> np.ndarray:
+        """Per-image cache data of a split, aligned with its images: 'sizes' ((N, 2) int32 original
+        height and width before any resize) or 'hashes' ((N,) uint64 pixel hashes)."""
+        split = self.split(name)
+        parts = list(self.meta["parts"]) if split.part == "merged" else [split.part]
+        values = np.concatenate([np.asarray(cache.load_part(self.cache_dir, p)[key]) for p in parts])
+        return values[split.index]
+
     def summary(self) -> dict:
         n_classes = len(self.classes)
         return {

@@ -4,6 +4,6 @@
     write_report(out_dir, summary)      # out_dir/report.html; figure paths are relative to out_dir
     render_markdown(summary)            # the comparison table and observations as Markdown
 """
-from .html import render_markdown, write_report
+from .html import render_markdown, write_eda_html, write_report
 
-__all__ = ["render_markdown", "write_report"]
+__all__ = ["render_markdown", "write_eda_html", "write_report"]

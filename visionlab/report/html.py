@@ -305,6 +305,24 @@ def write_report(out_dir: Path, summary: Mapping) -> Path:
     return path
 
 
+def write_eda_html(out_dir: Path, eda: Mapping) -> Path:
+    """out_dir/eda.html from an eda.json dict whose figure paths are relative to out_dir."""
+    out_dir = Path(out_dir)
+    figures = Figures(out_dir)
+    html = _environment().get_template("eda.html.j2").render(eda=eda, eda_prefix="", fig=figures,
+                                                             max_listed=MAX_LISTED)
+    if figures.missing:
+        log.warning("eda.html: %d figure(s) not available: %s", len(figures.missing), "; ".join(figures.missing))
+    path = out_dir / "eda.html"
+    tmp = out_dir / f".eda.html.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 # ---- summary.md -------------------------------------------------------------------------------
 
 def _md(value) -> str:

@@ -75,6 +75,21 @@ def _analyze(run_dir: Path, dataset, study: StudyConfig, quick: bool) -> dict:
                        seed=study.seed, feature_map_images=study.analysis.feature_map_images)
 
 
+def _eda(dataset, out: Path, seed: int) -> dict:
+    """The study's EDA, reused when a previous run of this study already wrote it."""
+    from ..eda import run_eda
+
+    done = out / "eda.json"
+    if done.exists():
+        try:
+            record = json.loads(done.read_text())
+            if record.get("source") == dataset.source and record.get("images", {}).get("train") == len(dataset.train):
+                return record
+        except ValueError:
+            pass  # a damaged file: computed again
+    return run_eda(dataset, out, seed=seed)
+
+
 def _experiment_record(out: Path, name: str, metrics: dict, analysis: dict) -> dict:
     run_dir = out / "experiments" / name
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -104,7 +119,7 @@ def run_study(study: StudyConfig, out: Path | None = None, quick: bool = False, 
 
     out = Path(out) if out else default_out(study, quick)
     _check_out(out)
-    n_stages = len(study.experiments) + 3
+    n_stages = len(study.experiments) + 3 + bool(study.eda)
     start = time.perf_counter()
     _stage(1, n_stages, f"data: {study.data.source}")
     dataset = load_dataset(DataConfig(source=study.data.source, seed=study.seed,
@@ -114,8 +129,12 @@ def run_study(study: StudyConfig, out: Path | None = None, quick: bool = False, 
     summary_data = dataset.summary()
     log.info("%s: %d classes, %s images, train/val/test %s", study.data.source, len(dataset.classes),
              "x".join(map(str, dataset.image_shape)), "/".join(f"{v:,}" for v in summary_data["splits"].values()))
+    eda = None
+    if study.eda:
+        _stage(2, n_stages, "exploratory analysis")
+        eda = _eda(dataset, out / "eda", study.seed)
     records = []
-    for i, experiment in enumerate(study.experiments, start=2):
+    for i, experiment in enumerate(study.experiments, start=2 + bool(study.eda)):
         _stage(i, n_stages, f"experiment {experiment.name}: "
                             f"{experiment.model_dump().get('model', study.defaults.get('model', 'lenet'))}")
         metrics = _train_experiment(study, experiment, out, quick, where)
@@ -132,7 +151,7 @@ def run_study(study: StudyConfig, out: Path | None = None, quick: bool = False, 
         "title": f"visionlab study: {study.name}", "study": study.name,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "visionlab_version": __version__, "quick": quick, "seed": study.seed,
-        "dataset": {**summary_data, "name": study.data.source}, "eda": None,
+        "dataset": {**summary_data, "name": study.data.source}, "eda": eda,
         "experiments": records, "comparison": comparison,
         "observations": observations(records, dataset.classes),
     }
