@@ -31,6 +31,10 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> Non
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a folder gone read-only: the previous file is untouched
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: could not be written ({exc.strerror or exc}); the previous version is kept, "
+                        "free some space or choose another --out, then rerun with --resume") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
