@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, check_writable_dir
 
 log = logging.getLogger("visionlab")
 
@@ -181,22 +181,12 @@ def cmd_eda(args) -> int:
     dataset = load_dataset(_data_config(args))
     name = Path(args.source).name.split(".")[0] or "data"
     out = Path(args.out) if args.out else Path("runs") / f"eda-{name}"
-    _check_writable(out)
+    check_writable_dir(out)
     record = run_eda(dataset, out, seed=args.seed, samples_per_class=args.samples)
     for line in record["observations"]:
         print(f"- {line}")
     print(f"eda: {out / 'eda.html'} ({record['seconds']['total']:.1f} s)")
     return 0
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write there ({exc.strerror}); choose another --out") from None
 
 
 def cmd_run(args) -> int:
@@ -235,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=8, help="sample images per class in the grid (default 8)")
     _add_data_options(p)
     p.set_defaults(func=cmd_eda)
+
+    # the extras: each registers its own subcommand; the core never imports their code
+    from .numerics.command import register as register_numerics
+
+    register_numerics(sub)
 
     p = sub.add_parser("train", help="train one model, evaluate it on the test split")
     for flag, (kind, text) in TRAIN_FLAGS.items():
