@@ -228,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the extras: each registers its own subcommand; the core never imports their code
     from .numerics.command import register as register_numerics
+    from .scratch.command import register as register_scratch
 
     register_numerics(sub)
+    register_scratch(sub)
 
     p = sub.add_parser("train", help="train one model, evaluate it on the test split")
     for flag, (kind, text) in TRAIN_FLAGS.items():
