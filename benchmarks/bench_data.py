@@ -12,7 +12,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, measured  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def cli_load(archive: Path, home: str) -> tuple[float, dict]:
-    """Wall seconds of `visionlab data ARCHIVE --json` in a new process, and its summary."""
-    env = {**os.environ, "VISIONLAB_HOME": home}
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "visionlab", "data", str(archive), "--json"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    return time.perf_counter() - start, json.loads(out)
+def cli_load(archive: Path, home: str) -> tuple[float, dict, float]:
+    """Wall seconds of `visionlab data ARCHIVE --json` in a new process, its summary, its peak RSS (MB)."""
+    m = measured([sys.executable, "-m", "visionlab", "data", str(archive), "--json"], env={"VISIONLAB_HOME": home})
+    return m.wall_seconds, json.loads(m.stdout), m.peak_rss_mb
 
 
 def in_process_warm(archive: Path, home: str) -> float:
@@ -56,11 +55,12 @@ def pil_single_process(archive: Path) -> float:
 
 
 def bench(archive: Path, runs: int) -> dict:
-    cold, decode, warm_cli, warm_lib = [], [], [], []
+    cold, decode, warm_cli, warm_lib, peak = [], [], [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as home:
-            seconds, summary = cli_load(archive, home)
+            seconds, summary, rss = cli_load(archive, home)
             cold.append(seconds)
+            peak.append(rss)
             decode.append(summary["decode_seconds"])
             warm_cli.append(cli_load(archive, home)[0])
             warm_lib.append(in_process_warm(archive, home))
@@ -71,14 +71,8 @@ def bench(archive: Path, runs: int) -> dict:
         "cold_cli_seconds_median": statistics.median(cold), "cold_decode_seconds_median": statistics.median(decode),
         "warm_cli_seconds_median": statistics.median(warm_cli), "warm_load_seconds_median": statistics.median(warm_lib),
         "pil_single_process_seconds_median": statistics.median(pil),
-        "speedup_vs_pil": statistics.median(pil) / statistics.median(cold),
+        "speedup_vs_pil": statistics.median(pil) / statistics.median(cold), "cold_peak_rss_mb": max(peak),
     }
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -92,12 +86,13 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"machine: {results['machine']}\n")
-    print("| archive | images | cold decode (CLI wall) | decode only | warm load (library) | warm CLI wall | single-process PIL | speed-up |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| archive | images | cold decode (CLI wall) | decode only | warm load (library) | warm CLI wall | single-process PIL "
+          "| speed-up | peak RSS (cold) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results["results"]:
         print(f"| {r['archive']} | {r['images']:,} | {r['cold_cli_seconds_median']:.2f} s | {r['cold_decode_seconds_median']:.2f} s "
               f"| {r['warm_load_seconds_median']:.2f} s | {r['warm_cli_seconds_median']:.2f} s "
-              f"| {r['pil_single_process_seconds_median']:.2f} s | {r['speedup_vs_pil']:.1f}x |")
+              f"| {r['pil_single_process_seconds_median']:.2f} s | {r['speedup_vs_pil']:.1f}x | {r['cold_peak_rss_mb']:,.0f} MB |")
 
 
 if __name__ == "__main__":

@@ -9,26 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine  # noqa: E402
+from common import machine, measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
-def one(archive: Path, out: Path) -> tuple[float, dict]:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "visionlab", "eda", str(archive), "--out", str(out)],
-                          capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"visionlab eda {archive} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start, json.loads((out / "eda.json").read_text())
+def one(archive: Path, out: Path) -> tuple[float, dict, float]:
+    m = measured([sys.executable, "-m", "visionlab", "eda", str(archive), "--out", str(out)])
+    return m.wall_seconds, json.loads((out / "eda.json").read_text()), m.peak_rss_mb
 
 
 def main() -> None:
@@ -40,13 +34,14 @@ def main() -> None:
     results = {"machine": machine(), "results": []}
     with tempfile.TemporaryDirectory() as tmp:
         for archive in args.archives:
-            subprocess.run([sys.executable, "-m", "visionlab", "data", str(archive)], capture_output=True, check=True)
+            measured([sys.executable, "-m", "visionlab", "data", str(archive)])
             runs = [one(archive, Path(tmp) / f"{archive.stem}{i}") for i in range(args.runs)]
-            steps = {k: statistics.median(r["seconds"][k] for _, r in runs) for k in runs[0][1]["seconds"]}
+            steps = {k: statistics.median(r["seconds"][k] for _, r, _ in runs) for k in runs[0][1]["seconds"]}
             last = runs[-1][1]
             results["results"].append({
                 "archive": archive.name, "images": sum(last["images"].values()),
-                "wall_seconds": [w for w, _ in runs], "steps_median": steps,
+                "wall_seconds": [w for w, _, _ in runs], "peak_rss_mb": max(m for _, _, m in runs),
+                "steps_median": steps,
                 "hog_baseline_accuracy": last["handcrafted"]["hog_baseline"]["accuracy"],
                 "near_duplicate_pairs": last["quality"]["near_duplicates"]["pairs"],
                 "exact_duplicate_copies": last["quality"]["exact_duplicates"]["extra_copies"]})
@@ -54,12 +49,14 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"machine: {results['machine']}\n")
-    print("| archive | images | CLI wall (median) | EDA total | slowest step | HOG + linear SVM |\n|---|---|---|---|---|---|")
+    print("| archive | images | CLI wall (median) | EDA total | slowest step | HOG + linear SVM | peak RSS |\n"
+          "|---|---|---|---|---|---|---|")
     for r in results["results"]:
         steps = {k: v for k, v in r["steps_median"].items() if k != "total"}
         slow = max(steps, key=steps.get)
         print(f"| {r['archive']} | {r['images']:,} | {statistics.median(r['wall_seconds']):.1f} s | "
-              f"{r['steps_median']['total']:.1f} s | {slow} {steps[slow]:.1f} s | {100 * r['hog_baseline_accuracy']:.1f}% |")
+              f"{r['steps_median']['total']:.1f} s | {slow} {steps[slow]:.1f} s | {100 * r['hog_baseline_accuracy']:.1f}% | "
+              f"{r['peak_rss_mb']:,.0f} MB |")
 
 
 if __name__ == "__main__":

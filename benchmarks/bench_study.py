@@ -13,14 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine  # noqa: E402
+from common import machine, measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -31,14 +29,9 @@ REAL = {
 
 
 def study(args: list[str], out: Path) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "visionlab", "run", *args, "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode:
-        raise SystemExit(f"visionlab run {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    m = measured([sys.executable, "-m", "visionlab", "run", *args, "--out", str(out)], cwd=ROOT)
     summary = json.loads((out / "summary.json").read_text())
-    return {"wall_seconds": wall, "experiments": {e["name"]: {"test_accuracy": e["test_accuracy"],
+    return {"wall_seconds": m.wall_seconds, "peak_rss_mb": m.peak_rss_mb, "experiments": {e["name"]: {"test_accuracy": e["test_accuracy"],
                                                               "train_seconds": e["train_seconds"]}
                                                   for e in summary["experiments"]}}
 
@@ -63,11 +56,11 @@ def report(r: dict) -> None:
     walls = [run["wall_seconds"] for run in r["default"]]
     print(f"machine: {r['machine']}\n")
     print(f"default study (`visionlab run`): median {statistics.median(walls):.0f} s wall over {len(walls)} runs "
-          f"({', '.join(f'{w:.0f} s' for w in walls)})\n")
+          f"({', '.join(f'{w:.0f} s' for w in walls)}), peak RSS {max(r['peak_rss_mb'] for r in r['default']):,.0f} MB\n")
     print("| study | experiment | train time | test accuracy |\n|---|---|---|---|")
     for name, run in [("default", r["default"][0]), *r.get("real", {}).items()]:
         for exp, m in run["experiments"].items():
-            print(f"| {name} ({run['wall_seconds']:.0f} s) | {exp} | {m['train_seconds']:.1f} s | "
+            print(f"| {name} ({run['wall_seconds']:.0f} s, {run['peak_rss_mb']:,.0f} MB) | {exp} | {m['train_seconds']:.1f} s | "
                   f"{100 * m['test_accuracy']:.2f}% |")
 
 

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine  # noqa: E402
+from common import machine, measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -33,23 +30,16 @@ RECIPE = ["--data", str(MNIST), "--model", "lenet", "--epochs", "6", "--batch-si
           "--set", "batch_norm=true", "--set", "label_smoothing=0.05"]
 
 
-def timed(cmd: list[str], env: dict | None = None) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start, proc.stdout
+def visionlab_train(args: list[str], out: Path) -> tuple[float, dict, float]:
+    """(wall seconds, metrics.json, peak RSS MB) of one `visionlab train` process."""
+    m = measured([sys.executable, "-m", "visionlab", "train", "--out", str(out), *args])
+    return m.wall_seconds, json.loads((out / "metrics.json").read_text()), m.peak_rss_mb
 
 
-def visionlab_train(args: list[str], out: Path) -> tuple[float, dict]:
-    wall, _ = timed([sys.executable, "-m", "visionlab", "train", "--out", str(out), *args])
-    return wall, json.loads((out / "metrics.json").read_text())
-
-
-def peer(train_dir: Path, test_dir: Path) -> tuple[float, dict]:
-    wall, out = timed([sys.executable, str(SHARED / "bench" / "peer_baseline.py"), str(train_dir), str(test_dir),
-                       "--epochs", "2", "--gray"])
-    return wall, json.loads(out.strip().splitlines()[-1])
+def peer(train_dir: Path, test_dir: Path) -> tuple[float, dict, float]:
+    m = measured([sys.executable, str(SHARED / "bench" / "peer_baseline.py"), str(train_dir), str(test_dir),
+                  "--epochs", "2", "--gray"])
+    return m.wall_seconds, json.loads(m.stdout.strip().splitlines()[-1]), m.peak_rss_mb
 
 
 def main() -> None:
@@ -61,7 +51,7 @@ def main() -> None:
     results: dict = {"machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        timed([sys.executable, "-m", "visionlab", "data", str(MNIST)])  # warm the cache: the target is warm
+        measured([sys.executable, "-m", "visionlab", "data", str(MNIST)])  # warm the cache: the target is warm
         ours, theirs = [], []
         if not args.skip_peer:
             with tarfile.open(MNIST) as tar:
@@ -71,22 +61,31 @@ def main() -> None:
             if not args.skip_peer:
                 theirs.append(peer(tmp / "png" / "mnist" / "training", tmp / "png" / "mnist" / "testing"))
         results["lenet_2_epochs"] = {
-            "visionlab_wall_seconds": [w for w, _ in ours], "visionlab_test_accuracy": [m["test_accuracy"] for _, m in ours],
-            "visionlab_train_images_per_second": [m["train_images_per_second"] for _, m in ours],
-            "peer_wall_seconds": [w for w, _ in theirs], "peer_test_accuracy": [p["test_accuracy"] for _, p in theirs],
-            "peer_train_images_per_second": [p["train_images_per_second"] for _, p in theirs],
+            "visionlab_wall_seconds": [w for w, _, _ in ours],
+            "visionlab_test_accuracy": [m["test_accuracy"] for _, m, _ in ours],
+            "visionlab_train_images_per_second": [m["train_images_per_second"] for _, m, _ in ours],
+            "visionlab_peak_rss_mb": [r for _, _, r in ours],
+            "peer_wall_seconds": [w for w, _, _ in theirs], "peer_test_accuracy": [p["test_accuracy"] for _, p, _ in theirs],
+            "peer_train_images_per_second": [p["train_images_per_second"] for _, p, _ in theirs],
+            "peer_peak_rss_mb": [r for _, _, r in theirs],
         }
-        wall, recipe = visionlab_train(RECIPE, tmp / "recipe")
+        wall, recipe, _ = visionlab_train(RECIPE, tmp / "recipe")
         results["lenet_recipe"] = {"args": RECIPE, "wall_seconds": wall, "train_seconds": recipe["train_seconds"],
                                    "test_accuracy": recipe["test_accuracy"], "epochs": recipe["epochs"]}
         if not args.skip_resnet:
-            timed([sys.executable, "-m", "visionlab", "data", str(CIFAR)])
-            _, res = visionlab_train(["--data", str(CIFAR), "--model", "resnet18", "--epochs", "2",
+            measured([sys.executable, "-m", "visionlab", "data", str(CIFAR)])
+            _, res, rss = visionlab_train(["--data", str(CIFAR), "--model", "resnet18", "--epochs", "2",
                                       "--set", "pretrained=none", "--set", "max_train_images=5000",
                                       "--batch-size", "128"], tmp / "resnet")
             history = [json.loads(l) for l in (tmp / "resnet" / "metrics.jsonl").read_text().splitlines()]
             results["resnet18_32px"] = {"train_images_per_second": history[-1]["images_per_second"],
                                         "precision": res["precision"], "device": res["device"]}
+            # the whole CIFAR-10 train split held as uint8 (45,000 x 32 x 32 x 3 = 138 MB), never as float32
+            _, cnn, rss = visionlab_train(["--data", str(CIFAR), "--model", "cnn", "--epochs", "1"], tmp / "cifar-cnn")
+            results["cifar10_cnn_1_epoch"] = {"peak_rss_mb": rss, "train_images": 45_000,
+                                              "uint8_train_split_mb": 45_000 * 32 * 32 * 3 / 2 ** 20,
+                                              "float32_train_split_mb": 45_000 * 32 * 32 * 3 * 4 / 2 ** 20,
+                                              "test_accuracy": cnn["test_accuracy"]}
     out = ROOT / "benchmarks" / "results" / "train.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
@@ -97,13 +96,13 @@ def report(r: dict) -> None:
     med = statistics.median
     t = r["lenet_2_epochs"]
     print(f"machine: {r['machine']}\n")
-    print("| lenet, 2 epochs, MNIST PNGs | wall (median) | test accuracy | train images/s |")
-    print("|---|---|---|---|")
+    print("| lenet, 2 epochs, MNIST PNGs | wall (median) | test accuracy | train images/s | peak RSS |")
+    print("|---|---|---|---|---|")
     print(f"| visionlab train | {med(t['visionlab_wall_seconds']):.1f} s | {med(t['visionlab_test_accuracy']):.4f} "
-          f"| {med(t['visionlab_train_images_per_second']):,.0f} |")
+          f"| {med(t['visionlab_train_images_per_second']):,.0f} | {med(t['visionlab_peak_rss_mb']):,.0f} MB |")
     if t["peer_wall_seconds"]:
         print(f"| peer_baseline.py | {med(t['peer_wall_seconds']):.1f} s | {med(t['peer_test_accuracy']):.4f} "
-              f"| {med(t['peer_train_images_per_second']):,.0f} |")
+              f"| {med(t['peer_train_images_per_second']):,.0f} | {med(t['peer_peak_rss_mb']):,.0f} MB |")
         print(f"\nspeed-up (peer wall / visionlab wall, median of {len(t['peer_wall_seconds'])} alternating runs): "
               f"{med(t['peer_wall_seconds']) / med(t['visionlab_wall_seconds']):.1f}x")
     rc = r["lenet_recipe"]
@@ -113,6 +112,10 @@ def report(r: dict) -> None:
         rr = r["resnet18_32px"]
         print(f"\nresnet18 at 32 px (CIFAR-10, {rr['precision']} on {rr['device']}): "
               f"{rr['train_images_per_second']:,.0f} train images/s")
+    if "cifar10_cnn_1_epoch" in r:
+        c = r["cifar10_cnn_1_epoch"]
+        print(f"\nCIFAR-10 cnn, 1 epoch: peak RSS {c['peak_rss_mb']:,.0f} MB (the train split is "
+              f"{c['uint8_train_split_mb']:,.0f} MB as uint8, {c['float32_train_split_mb']:,.0f} MB as float32)")
 
 
 if __name__ == "__main__":
