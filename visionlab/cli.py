@@ -227,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eda)
 
     # the extras: each registers its own subcommand; the core never imports their code
+    from .gan.command import register as register_gan
     from .numerics.command import register as register_numerics
     from .scratch.command import register as register_scratch
 
+    register_gan(sub)
     register_numerics(sub)
     register_scratch(sub)
 

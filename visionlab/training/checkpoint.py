@@ -57,7 +57,7 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
     for pid, entries in state["state"].items():
         for key, value in entries.items():
@@ -68,7 +68,7 @@ def _split_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         _, pid, key = name.split(".", 2)
@@ -80,7 +80,7 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save_training_state(path: Path, model, optimizer, scheduler, rng: dict[str, torch.Tensor], meta: dict) -> None:
-    opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
+    opt_tensors, opt_meta = split_optimizer(optimizer.state_dict())
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v for k, v in rng.items()})
@@ -100,7 +100,7 @@ def load_training_state(path: Path, model, optimizer, scheduler) -> tuple[dict[s
     if "optimizer" not in meta or "epoch" not in meta:
         raise UserError(f"{path}: no training state in the metadata: not a visionlab training checkpoint")
     load_weights_into(model, groups["model"], path)
-    optimizer.load_state_dict(_join_optimizer(groups["optim"], meta["optimizer"]))
+    optimizer.load_state_dict(join_optimizer(groups["optim"], meta["optimizer"]))
     if scheduler is not None and meta.get("scheduler"):
         scheduler.load_state_dict(meta["scheduler"])
     return groups["rng"], meta
