@@ -230,10 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .gan.command import register as register_gan
     from .numerics.command import register as register_numerics
     from .scratch.command import register as register_scratch
+    from .segmentation.command import register as register_segment
 
     register_gan(sub)
     register_numerics(sub)
     register_scratch(sub)
+    register_segment(sub)
 
     p = sub.add_parser("train", help="train one model, evaluate it on the test split")
     for flag, (kind, text) in TRAIN_FLAGS.items():
