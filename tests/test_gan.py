@@ -183,3 +183,16 @@ def test_command_registers_gan_and_reports_bad_arch(tmp_path):
     with pytest.raises(UserError, match="Unknown GAN architecture 'vae'"):
         command.run(args)
     assert parser.parse_args(["gan", "--data", "x/mnist.tar.gz"]).out is None
+
+
+def test_arch_names_match_the_models_and_the_cli_needs_no_torch():
+    import subprocess
+    import sys
+
+    from visionlab.gan.config import ARCH_NAMES
+    from visionlab.gan.models import ARCHS
+
+    assert tuple(ARCHS) == ARCH_NAMES
+    code = "import sys; from visionlab.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

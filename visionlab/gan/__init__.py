@@ -6,10 +6,15 @@ of its features, class coverage). An add-on: the core package never imports it.
     from visionlab.gan import GANConfig, run_gan
     record = run_gan(GANConfig(data="mnist", epochs=5, out="runs/gan-mnist"))
 """
-from .config import GANConfig
-from .models import ARCHS, Discriminator, Generator, build_gan
-from .quality import frechet_distance, score_images
-from .run import run_gan
+import importlib
 
-__all__ = ["ARCHS", "Discriminator", "GANConfig", "Generator", "build_gan", "frechet_distance", "run_gan",
-           "score_images"]
+_EXPORTS = {"GANConfig": "config", "ARCHS": "models", "Discriminator": "models", "Generator": "models",
+            "build_gan": "models", "frechet_distance": "quality", "score_images": "quality", "run_gan": "run"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Exports load on first use, so that `visionlab --help` (which registers `gan`) needs no torch."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import DEVICES, GANConfig
-from .models import ARCHS
+from .config import ARCH_NAMES, DEVICES, GANConfig
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -15,7 +14,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", default="digits", help="built-in name or path, resized to 28x28 gray (default digits)")
     p.add_argument("--out", help="output folder (default runs/gan-<data>)")
     # no argparse choices: an unknown name reaches GANConfig, whose error lists the valid ones
-    p.add_argument("--arch", default="mlp", help=f"{' | '.join(ARCHS)} (default mlp)")
+    p.add_argument("--arch", default="mlp", help=f"{' | '.join(ARCH_NAMES)} (default mlp)")
     p.add_argument("--epochs", type=int, default=GANConfig.epochs, help=f"default {GANConfig.epochs}")
     p.add_argument("--batch-size", type=int, default=GANConfig.batch_size, help=f"default {GANConfig.batch_size}")
     p.add_argument("--seed", type=int, default=0, help="default 0")

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .models import check_arch
 
 DEVICES = ("auto", "cpu", "cuda")
+ARCH_NAMES = ("mlp", "dcgan")  # models.ARCHS has these keys (tests/test_gan.py checks)
 
 
 @dataclass
@@ -33,6 +33,8 @@ class GANConfig:
     max_train_images: int | None = None  # cap on training images (the first of a seeded shuffle), for tests
 
     def __post_init__(self):
+        from .models import check_arch  # torch: imported when a config is made, not by the CLI parser
+
         check_arch(self.arch)
         if self.device not in DEVICES:
             raise UserError(f"Invalid device '{self.device}'. Only {', '.join(DEVICES)} are supported.")
