@@ -101,19 +101,21 @@ def _download(url: str, dst: Path, timeout_s: float) -> None:
         raise errors[0]
 
 
-def imagenet_state(pretrained: str) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """(state dict or None, note) for ``pretrained`` auto | imagenet | none."""
-    weights = ResNet18_Weights.IMAGENET1K_V1
+def imagenet_state(pretrained: str, weights=ResNet18_Weights.IMAGENET1K_V1, arch: str = "resnet18",
+                   hint: str | None = None) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """(state dict or None, note) of torchvision's ``weights`` for ``pretrained`` auto | imagenet | none.
+
+    Shared with the segmentation encoders. ``hint``: what to do when ``imagenet`` cannot download."""
     filename = Path(urlparse(weights.url).path).name
-    note = f"ImageNet weights (torchvision {weights.name}, {filename})"
+    note = f"ImageNet {arch} weights (torchvision {weights.name}, {filename})"
     if pretrained == "none":
         return None, "from scratch (pretrained: none)"
     if pretrained == "imagenet":
         try:
             return weights.get_state_dict(progress=False, check_hash=True, weights_only=True), note
         except Exception as exc:
-            raise UserError(f"resnet18: the ImageNet weights could not be downloaded ({exc}); use pretrained: none, "
-                            f"or weights: PATH with a local copy of {weights.url}") from None
+            hint = hint or f"use pretrained: none, or weights: PATH with a local copy of {weights.url}"
+            raise UserError(f"{arch}: the ImageNet weights could not be downloaded ({exc}); {hint}") from None
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
         if not cached.is_file():
@@ -121,7 +123,7 @@ def imagenet_state(pretrained: str) -> tuple[dict[str, torch.Tensor] | None, str
         return read_state_dict(cached), note
     except Exception as exc:  # auto means "if available": any failure falls back to scratch
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        logger.warning("ImageNet weights unavailable (%s); training resnet18 from scratch", reason)
+        logger.warning("ImageNet weights unavailable (%s); training %s from scratch", reason, arch)
         return None, f"from scratch: ImageNet weights unavailable ({reason})"
 
 

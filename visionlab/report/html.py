@@ -294,9 +294,12 @@ def write_report(out_dir: Path, summary: Mapping) -> Path:
     """Write out_dir/report.html (a temporary file, then renamed: never half a report); its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = render_html(out_dir, summary)
-    path = out_dir / "report.html"
-    tmp = out_dir / f".report.html.{os.getpid()}.tmp"
+    return _write_atomic(out_dir / "report.html", render_html(out_dir, summary))
+
+
+def _write_atomic(path: Path, html: str) -> Path:
+    """Write to a temporary sibling, then rename over path: never half a page."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(html, encoding="utf-8")
         os.replace(tmp, path)
@@ -313,14 +316,7 @@ def write_eda_html(out_dir: Path, eda: Mapping) -> Path:
                                                              max_listed=MAX_LISTED)
     if figures.missing:
         log.warning("eda.html: %d figure(s) not available: %s", len(figures.missing), "; ".join(figures.missing))
-    path = out_dir / "eda.html"
-    tmp = out_dir / f".eda.html.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _write_atomic(out_dir / "eda.html", html)
 
 
 # ---- summary.md -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import yaml
 
 from ..errors import UserError
 from ..training import checkpoint
-from ..training.loop import Engine, NonFiniteLoss, autocast_for
+from ..training.loop import Engine, NonFiniteLoss, autocast_for, optimizer_step
 from ..training.optim import make_optimizer, make_scheduler
 from ..training.run import (channel_stats, keep_freed_memory, prepare_out_dir, resolve_device, resolve_precision,
                             restore_rng, rng_state, seed_everything)
@@ -97,17 +97,7 @@ def train_one_epoch(model, data: DeviceSeg, engine: Engine, optimizer, scheduler
         loss, valid = pixel_loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         (engine.scaler.scale(loss) if engine.scaler is not None else loss).backward()
-        if engine.scaler is not None:
-            engine.scaler.unscale_(optimizer)
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if engine.scaler is not None:
-            engine.scaler.step(optimizer)
-            engine.scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimizer_step(model, optimizer, scheduler, engine, grad_clip)
         loss_sum += loss.detach() * len(idx)
         correct += ((logits.detach().argmax(1) == y) & (y != IGNORE)).sum()
         valid_sum += valid

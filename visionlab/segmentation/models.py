@@ -18,18 +18,15 @@ Hugging Face hub) is never used.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models.base import read_state_dict
-from ..models.resnet import AUTO_DOWNLOAD_S, IMAGENET_MEAN, IMAGENET_STD, _download
+from ..models.resnet import IMAGENET_MEAN, IMAGENET_STD
+from ..models.resnet import imagenet_state as resnet_imagenet_state
 
-log = logging.getLogger(__name__)
 ENCODERS = ("resnet18", "resnet34")  # deeplabv3plus encoders
 
 
@@ -54,27 +51,12 @@ def imagenet_weights(arch: str):
 
 
 def imagenet_state(arch: str, pretrained: str) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """(ImageNet state dict or None, a note for run.json) for ``pretrained`` auto | imagenet | none."""
+    """(ImageNet state dict or None, a note for run.json): models/resnet.py's rule for this backbone."""
     if pretrained == "none":
         return None, "from scratch (pretrained: none)"
     weights = imagenet_weights(arch)
-    filename = Path(urlparse(weights.url).path).name
-    note = f"ImageNet {arch} weights (torchvision {weights.name}, {filename})"
-    if pretrained == "imagenet":
-        try:
-            return weights.get_state_dict(progress=False, check_hash=True, weights_only=True), note
-        except Exception as exc:
-            raise UserError(f"{arch}: the ImageNet weights could not be downloaded ({exc}); use --pretrained none, "
-                            f"or put {weights.url} in {Path(torch.hub.get_dir()) / 'checkpoints'}") from None
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    try:
-        if not cached.is_file():
-            _download(weights.url, cached, AUTO_DOWNLOAD_S)
-        return read_state_dict(cached), note
-    except Exception as exc:  # auto means "if available": any failure falls back to scratch
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("ImageNet %s weights unavailable (%s); training from scratch", arch, reason)
-        return None, f"from scratch: ImageNet weights unavailable ({reason})"
+    hint = f"use --pretrained none, or put {weights.url} in {Path(torch.hub.get_dir()) / 'checkpoints'}"
+    return resnet_imagenet_state(pretrained, weights, arch, hint)
 
 
 def deeplabv3plus(n_classes: int, encoder: str, pretrained: str, decoder_channels: int) -> nn.Module:

@@ -98,17 +98,7 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
             (engine.scaler.scale(loss) if engine.scaler is not None else loss).backward()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == y).sum()
-        if engine.scaler is not None:
-            engine.scaler.unscale_(optimizer)
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        if engine.scaler is not None:
-            engine.scaler.step(optimizer)
-            engine.scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimizer_step(model, optimizer, scheduler, engine, grad_clip)
         seen += len(idx)
         if on_step is not None:
             on_step(len(idx), loss_sum, correct, seen)
@@ -122,6 +112,21 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
     seconds = time.perf_counter() - start
     return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
             "train_seconds": seconds, "images_per_second": seen / max(seconds, 1e-9)}
+
+
+def optimizer_step(model, optimizer, scheduler, engine: Engine, grad_clip: float | None) -> None:
+    """After backward: unscale (fp16), clip, step the optimiser (through the scaler) and the schedule."""
+    if engine.scaler is not None:
+        engine.scaler.unscale_(optimizer)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if engine.scaler is not None:
+        engine.scaler.step(optimizer)
+        engine.scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
