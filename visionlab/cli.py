@@ -109,6 +109,7 @@ TRAIN_FLAGS = {  # flag -> (type, help); each is also a config key (dashes becom
     "precision": (str, "auto | bf16 | fp16 | fp32 (default auto: bf16 where supported)"),
     "wandb": (str, "off | offline | online (default off)"),
     "image-size": (int, "square side to resize images to"),
+    "devices": (int, "data-parallel processes, one per GPU (default 1; on CPU they share the cores)"),
 }
 
 
@@ -143,6 +144,8 @@ def cmd_train(args) -> int:
         if changed:
             log.info("resume: overriding %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
     result = train(load_config(config_file, overrides), resume=args.resume)
+    if not result:  # a data-parallel rank other than 0 (under torchrun): rank 0 reports
+        return 0
     print(f"test accuracy {result['test_accuracy']:.4f}  macro F1 {result['test_macro_f1']:.4f}  "
           f"({result['epochs']} epochs, {result['train_seconds']:.1f} s, "
           f"{result['train_images_per_second']:.0f} img/s)\nrun folder: {result['out']}")

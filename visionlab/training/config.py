@@ -52,6 +52,8 @@ class TrainConfig(BaseModel):
     early_stopping: int = Field(0, ge=0)  # stop after this many epochs without val-accuracy gain; 0 = off
     # engine
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: int = Field(1, ge=1, le=1024)  # data-parallel processes on this machine (one per GPU); see distributed.py
+    sync_bn: bool = False  # with several GPUs: batch-norm statistics over the global batch (SyncBatchNorm)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the device has it
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and tensor cores
     compile: bool = False  # torch.compile the model (pays off on long GPU runs)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .distributed import SINGLE, World, all_sum, all_true
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 8  # steps between checks that the running loss is finite (a NaN stops within this)
@@ -72,46 +73,83 @@ def autocast_for(device: torch.device, precision: str):
 
 def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer, scheduler, *, batch_size: int,
                     augment, generator: torch.Generator, grad_clip: float | None, accumulate: int = 1,
-                    on_step=None) -> dict:
+                    on_step=None, world: World = SINGLE, augment_generator: torch.Generator | None = None) -> dict:
     """One pass over a fresh permutation. accumulate > 1 splits each batch into that many
     micro-batches with the gradients summed: the same optimisation in less memory.
-    on_step(images, loss_sum, correct, seen) is called after each step (a progress bar)."""
+    With several ranks (``world``), each global batch of ``batch_size`` is shared out
+    ``[rank::size]`` and the loss scaled so that DistributedDataParallel's gradient average is
+    the global batch's mean gradient; ``augment_generator`` (default: ``generator``) draws the
+    augmentation. on_step(images, loss_sum, correct, seen) is called after each step (a progress bar)."""
     model.train()
     n = len(data)
-    perm = torch.randperm(n, generator=generator, device=engine.device)
+    perm = torch.randperm(n, generator=generator, device=engine.device)  # the same on every rank
+    augment_generator = augment_generator or generator
     loss_sum = torch.zeros((), device=engine.device)
     correct = torch.zeros((), dtype=torch.long, device=engine.device)
     seen = 0
-    micro = max(1, -(-batch_size // accumulate))
+    micro = max(1, -(-batch_size // (accumulate * world.size)))
+    watch = FiniteWatch(engine.device, world)
     start = time.perf_counter()
     for step, first in enumerate(range(0, n, batch_size)):
-        idx = perm[first: first + batch_size]
-        if len(idx) < 2 and step > 0:
-            break  # a batch of one breaks batch-norm; its image comes round next epoch
+        batch = perm[first: first + batch_size]
+        if len(batch) < 2 * world.size and step > 0:
+            break  # a batch of one (per rank) breaks batch-norm; its images come round next epoch
+        idx = batch[world.rank::world.size]
         optimizer.zero_grad(set_to_none=True)
         for chunk in idx.split(micro):
-            x = engine.prepare(data.images[chunk], augment, generator)  # (b, C, H, W)
+            x = engine.prepare(data.images[chunk], augment, augment_generator)  # (b, C, H, W)
             y = data.labels[chunk]
             with engine.autocast():
                 logits = model(x)  # (b, n_classes)
-                loss = loss_fn(logits.float(), y) * (len(chunk) / len(idx))  # the batch mean, in parts
+                # the global batch mean, in parts (DDP then averages the ranks' gradients)
+                loss = loss_fn(logits.float(), y) * (len(chunk) * world.size / len(batch))
             (engine.scaler.scale(loss) if engine.scaler is not None else loss).backward()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum += loss.detach() * (len(batch) / world.size)
             correct += (logits.detach().argmax(1) == y).sum()
         optimizer_step(model, optimizer, scheduler, engine, grad_clip)
         seen += len(idx)
         if on_step is not None:
             on_step(len(idx), loss_sum, correct, seen)
-        if step % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
-            raise NonFiniteLoss(f"the training loss became {loss_sum.item()} at step {step + 1} of this epoch; "
+        if step % CHECK_EVERY == 0 and not watch.still_finite(loss_sum):
+            raise NonFiniteLoss(f"the training loss became {loss_sum.item()} by step {step + 1} of this epoch; "
                                 "lower the learning rate (--lr) or add --set grad_clip=1; the last good checkpoint "
                                 "is kept")
-    if not torch.isfinite(loss_sum):
-        raise NonFiniteLoss(f"the training loss became {loss_sum.item()} in this epoch; lower the learning rate "
+    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=engine.device,
+                                                                            dtype=torch.float64)])
+    all_sum(world, totals)  # the whole global batch's loss and accuracy, not rank 0's shard
+    loss_total, correct_total, seen_total = totals.tolist()
+    if not math.isfinite(loss_total):
+        raise NonFiniteLoss(f"the training loss became {loss_total} in this epoch; lower the learning rate "
                             "(--lr) or add --set grad_clip=1; the last good checkpoint is kept")
     seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
-            "train_seconds": seconds, "images_per_second": seen / max(seconds, 1e-9)}
+    return {"train_loss": loss_total / max(seen_total, 1), "train_accuracy": correct_total / max(seen_total, 1),
+            "train_seconds": seconds, "images_per_second": seen_total / max(seconds, 1e-9)}
+
+
+class FiniteWatch:
+    """Is the running loss still finite? Asked every CHECK_EVERY steps, answered without
+    stalling the device: on a GPU the flag is copied to pinned host memory asynchronously and
+    read at the next check (by then long done), so a NaN stops training within 2 x CHECK_EVERY
+    steps and the step never waits for the host. With several ranks the flag is AND-ed over
+    them first, so all ranks stop at the same step (a rank stopping alone would hang the rest)."""
+
+    def __init__(self, device: torch.device, world: World = SINGLE):
+        self.device, self.world = device, world
+        self.pending = None  # (pinned host flag, CUDA event) of the previous check
+
+    def still_finite(self, loss_sum: torch.Tensor) -> bool:
+        flag = all_true(self.world, torch.isfinite(loss_sum))
+        if self.device.type != "cuda":
+            return bool(flag)
+        host = torch.empty((), dtype=torch.bool, pin_memory=True)
+        host.copy_(flag, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        previous, self.pending = self.pending, (host, event)
+        if previous is None:
+            return True
+        previous[1].synchronize()  # recorded CHECK_EVERY steps ago: already complete
+        return bool(previous[0])
 
 
 def optimizer_step(model, optimizer, scheduler, engine: Engine, grad_clip: float | None) -> None:

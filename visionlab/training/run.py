@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import TrainConfig, save_config
 from .loop import Engine, NonFiniteLoss, autocast_for, evaluate, is_out_of_memory, make_loss, to_device, train_one_epoch
 from .optim import make_optimizer, make_scheduler
@@ -149,35 +149,56 @@ def restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> N
 
 
 def train(config: TrainConfig, resume: bool = False) -> dict:
-    """Train, evaluate and write a run folder; returns the metrics.json record."""
+    """Train, evaluate and write a run folder; returns the metrics.json record (an empty dict on
+    data-parallel ranks other than 0, which write nothing)."""
+    out = Path(config.out) if config.out else default_out(config)
+    config.out = str(out)
+    world = distributed.world_from_env()
+    if world.is_main:
+        prepare_out_dir(out, resume)
+    if config.devices > 1 and not world.distributed:  # spawn the ranks here; they run this function
+        distributed.launch(config, resume)
+        return {**json.loads((out / "metrics.json").read_text()), "out": str(out)}
+    keep_freed_memory()
+    seed_everything(config.seed, config.deterministic)
+    device = distributed.device_for(world, config.device) if world.distributed else resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    distributed.start(world, device)
+    try:
+        return _train(config, resume, out, world, device, precision)
+    finally:
+        distributed.stop()
+
+
+def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.device, precision: str) -> dict:
     from ..data import DataConfig, load_dataset
     from ..evaluation import evaluate_run
     from ..models import build_model, count_parameters
     from .augment import parse_augment
 
-    out = Path(config.out) if config.out else default_out(config)
-    config.out = str(out)
-    prepare_out_dir(out, resume)
-    keep_freed_memory()
-    seed_everything(config.seed, config.deterministic)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    if world.local_rank:  # local rank 0 decodes into the cache first, the others then read it
+        distributed.barrier(world)
     dataset = load_dataset(DataConfig(source=config.data, image_size=config.image_size, channels=config.channels,
                                       val_fraction=config.val_fraction, test_fraction=config.test_fraction,
                                       seed=config.seed, strict=config.strict, classes=config.classes,
                                       merge_splits=config.merge_splits))
+    if world.distributed and not world.local_rank:
+        distributed.barrier(world)
     train_images, train_labels = subsample(dataset.train.images, dataset.train.labels, config.max_train_images,
                                            config.seed)
     n_classes = len(dataset.classes)
     h, w, c = dataset.image_shape
     model = build_model(config.model, n_classes, c, (h, w), config.model_options())
     mean, std = model.normalization or channel_stats(train_images)
+    if not resume and hasattr(model, "init_from_data"):  # a data-dependent initialisation (e.g. whitening)
+        model.init_from_data(train_images, mean, std)
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
     run_info = {"classes": dataset.classes, "image_shape": [h, w, c], "mean": mean, "std": std,
                 "precision": precision, "device": str(device), "data_summary": dataset.summary(),
                 "params": count_parameters(model), "pretrained_used": getattr(model, "pretrained_used", False),
-                "pretrained_note": getattr(model, "pretrained_note", ""), "train_images": len(train_labels)}
-    if not resume:
+                "pretrained_note": getattr(model, "pretrained_note", ""), "train_images": len(train_labels),
+                "world_size": world.size}
+    if not resume and world.is_main:
         save_config(config, out / "config.yaml")
         (out / "run.json").write_text(json.dumps(run_info, indent=1))
     engine = Engine(device, torch.tensor(mean, device=device).view(1, -1, 1, 1),
@@ -189,7 +210,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     val_split = to_device(np.asarray(dataset.val.images), dataset.val.labels, device)
     weights = class_weight_tensor(train_labels, n_classes, device) if config.class_weights == "balanced" else None
     history = fit(model, config, engine, train_split, val_split, make_loss(weights, config.label_smoothing),
-                  augment, out, resume)
+                  augment, out, resume, world)
+    if not world.is_main:
+        return {}
     record = evaluate_run(out, model=model, dataset=dataset, engine=engine, history=history,
                           train_split=(train_images, train_labels))
     return {**record, "out": str(out)}
@@ -207,9 +230,12 @@ def subsample(images, labels, cap: int | None, seed: int):
 
 
 def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss_fn, augment, out: Path,
-        resume: bool) -> list[dict]:
-    """The epoch loop: train, validate, log, checkpoint; the best epoch's weights in model.safetensors."""
-    steps_per_epoch = max(1, len(train_split) // config.batch_size + (len(train_split) % config.batch_size > 1))
+        resume: bool, world: distributed.World = distributed.SINGLE) -> list[dict]:
+    """The epoch loop: train, validate, log, checkpoint; the best epoch's weights in model.safetensors.
+    With several ranks every rank runs it (same permutation, its own shard of each batch) and
+    only rank 0 writes."""
+    last = len(train_split) % config.batch_size  # a last batch too small for one pair per rank is dropped
+    steps_per_epoch = max(1, len(train_split) // config.batch_size + (last >= 2 * world.size))
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.momentum)
     scheduler = make_scheduler(optimizer, config.schedule, config.lr, config.epochs * steps_per_epoch)
     generator = torch.Generator(device=engine.device)
@@ -221,50 +247,68 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
         restore_rng(rng, generator)
         start_epoch, best, stale = meta["epoch"], meta["best_val_accuracy"], meta["stale_epochs"]
         log.info("resuming %s at epoch %d of %d (best val accuracy %.4f)", out, start_epoch + 1, config.epochs, best)
-    compiled = torch.compile(model) if config.compile else model
-    tracker = Tracker(out, config, start_epoch)
+    parallel = distributed.wrap(model, world, engine.device, config.sync_bn)
+    compiled = torch.compile(parallel) if config.compile else parallel
+    scorer = compiled if not world.distributed else model  # validation: every rank, the whole split, no collectives
+    augment_generator = None  # one rank: the permutation's generator also draws the augmentation
+    if world.distributed:  # several: the same permutation everywhere, each rank its own augmentation draws
+        augment_generator = torch.Generator(device=engine.device)
+    tracker = Tracker(out, config, start_epoch) if world.is_main else None
     meta_base = {"config": config.model_dump()}
-    if not resume:  # epoch 0: a kill during the first epoch can resume, and the folder is proven writable
+    if not resume and world.is_main:  # epoch 0: a kill during the first epoch can resume, and the folder is proven writable
         checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
                                        {**meta_base, "epoch": 0, "best_val_accuracy": best, "stale_epochs": 0})
-    history = tracker.history
-    bar = _progress(config.epochs, start_epoch)
+    history = tracker.history if tracker else []
+    bar = _progress(config.epochs, start_epoch) if world.is_main else (lambda stats: None)
     accumulate = 1
     epoch = start_epoch
     while epoch < config.epochs:
+        if augment_generator is not None:  # resumable without saving every rank's state
+            augment_generator.manual_seed((config.seed * 1_000_003 + epoch * 1_009 + world.rank) % 2**63)
         try:
-            with _batch_bar(len(train_split), epoch, config.epochs) as on_step:
+            with _batch_bar(len(train_split) // world.size, epoch, config.epochs, world.is_main) as on_step:
                 stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
                                         batch_size=config.batch_size, augment=augment, generator=generator,
-                                        grad_clip=config.grad_clip, accumulate=accumulate, on_step=on_step)
+                                        grad_clip=config.grad_clip, accumulate=accumulate, on_step=on_step,
+                                        world=world, augment_generator=augment_generator)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
+            if world.distributed:  # the ranks must stay in step: no per-rank retry
+                raise UserError(f"out of memory on rank {world.rank} at batch size {config.batch_size} over "
+                                f"{world.size} ranks; lower --batch-size or image_size") from None
             accumulate = _after_oom(config.batch_size, accumulate, engine.device)
             # back to the start of this epoch: finished epochs are kept, this one is redone
             rng, _ = checkpoint.load_training_state(state_path, model, optimizer, scheduler)
             restore_rng(rng, generator)
             continue
-        stats.update(evaluate(compiled, val_split, engine, config.eval_batch_size))
+        distributed.broadcast_buffers(world, model)
+        stats.update(evaluate(scorer, val_split, engine, config.eval_batch_size))
         stats = {"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[0]["lr"]}
         improved = stats["val_accuracy"] > best or (np.isnan(stats["val_accuracy"]) and epoch == config.epochs - 1)
         if improved and checkpoint.all_finite(model) and np.isfinite(stats["train_loss"]):
             best, stale = (stats["val_accuracy"] if not np.isnan(stats["val_accuracy"]) else best), 0
-            checkpoint.save_weights(best_path, model, {"epoch": epoch + 1, "val_accuracy": stats["val_accuracy"]})
+            if world.is_main:
+                checkpoint.save_weights(best_path, model, {"epoch": epoch + 1, "val_accuracy": stats["val_accuracy"]})
         else:
             stale += 1
         stats["best_val_accuracy"] = best
-        checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
-                                       {**meta_base, "epoch": epoch + 1, "best_val_accuracy": best,
-                                        "stale_epochs": stale})
-        tracker.log(stats)
+        if world.is_main:
+            checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
+                                           {**meta_base, "epoch": epoch + 1, "best_val_accuracy": best,
+                                            "stale_epochs": stale})
+            tracker.log(stats)
+        else:
+            history.append(stats)
         bar(stats)
         epoch += 1
         if config.early_stopping and stale >= config.early_stopping:
             log.info("early stopping: no validation gain for %d epochs", stale)
             break
-    tracker.close()
-    if not best_path.exists():
+    if tracker:
+        tracker.close()
+    distributed.barrier(world)  # every rank has finished (and rank 0 has written) before any evaluates
+    if world.is_main and not best_path.exists():
         raise NonFiniteLoss("no epoch produced finite weights; nothing to evaluate")
     return history
 
@@ -282,9 +326,9 @@ def _after_oom(batch_size: int, accumulate: int, device: torch.device) -> int:
 
 
 @contextlib.contextmanager
-def _batch_bar(n_images: int, epoch: int, epochs: int):
+def _batch_bar(n_images: int, epoch: int, epochs: int, show: bool = True):
     """A per-batch bar with loss, accuracy and images/s on a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
+    if not show or not sys.stderr.isatty():
         yield None
         return
     from tqdm.auto import tqdm
