@@ -239,3 +239,18 @@ def test_wandb_offline_run_needs_no_account_or_network(tmp_path, monkeypatch):
 def test_tensorboard_events_written(tmp_path):
     train(config(tmp_path, epochs=1, tensorboard=True))
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_finite_watch_reports_a_nan_without_waiting_on_the_device(device):
+    """CPU: at once. GPU: the verdict is read at the next check (no host sync in the step)."""
+    from visionlab.training.loop import FiniteWatch
+
+    watch = FiniteWatch(torch.device(device))
+    assert watch.still_finite(torch.tensor(1.0, device=device))
+    bad = torch.tensor(float("nan"), device=device)
+    if device == "cuda":
+        assert watch.still_finite(bad)  # submitted, answered next time
+        assert not watch.still_finite(torch.tensor(1.0, device=device))
+    else:
+        assert not watch.still_finite(bad)
