@@ -2,12 +2,15 @@
 
 ``evaluate_run`` is called at the end of training; ``reevaluate`` evaluates a saved run again
 (also on another dataset with the same classes); ``predict_images`` classifies a user's files
-with the run's exact preprocessing.
+with the run's exact preprocessing. The run's ``tta`` key (see tta.py) applies to all three:
+with TTA, predictions.npz also holds ``logits_no_tta`` (the plain view's logits) and metrics.json
+``tta`` (the views applied) and ``test_accuracy_no_tta``.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,36 +21,56 @@ from ..errors import UserError
 from . import plots
 from .metrics import classification_metrics, softmax
 from .record import class_centroids, load_record, save_record
+from .tta import infer_tta, resolve_tta
 
 log = logging.getLogger(__name__)
 CENTROID_IMAGES = 10_000  # train images behind the class centroids (a stratified subsample)
 
 
-def _infer_split(model, images, engine, batch_size: int, features: bool = True):
+def _infer_split(model, images, engine, batch_size: int, features: bool = True, tta: str = "none"):
+    """(logits, features or None, plain-view logits or None when tta is none) as numpy arrays."""
     from ..training.loop import infer
 
     images = np.asarray(images)
     if not (images.flags.writeable and images.flags.c_contiguous):  # a read-only cache memmap: one copy
         images = np.array(images)
     x = torch.from_numpy(images).to(engine.device)
-    logits, feats = infer(model, x, engine, batch_size, features=features)
-    return logits.cpu().numpy(), (feats.cpu().numpy() if feats is not None else None)
+    if tta == "none":
+        (logits, feats), plain = infer(model, x, engine, batch_size, features=features), None
+    else:
+        logits, feats, plain = infer_tta(model, x, engine, batch_size, tta, features=features)
+    return (logits.cpu().numpy(), (feats.cpu().numpy() if feats is not None else None),
+            (plain.cpu().numpy() if plain is not None else None))
 
 
 def write_predictions(out: Path, model, engine, test_images, test_labels, train_images, train_labels,
-                      n_classes: int, batch_size: int, seed: int) -> dict:
-    """One pass over the test set (and a train subsample for centroids) -> predictions.npz."""
+                      n_classes: int, batch_size: int, seed: int, tta: str = "none") -> dict:
+    """One pass over the test set (with the views of ``tta``, already resolved for the classes) and
+    a plain pass over a train subsample for centroids -> predictions.npz. Returns the record plus
+    ``test_seconds``, the test pass's wall time (not saved)."""
     from ..training.run import subsample
 
-    logits, features = _infer_split(model, test_images, engine, batch_size)
+    start = time.perf_counter()
+    logits, features, plain = _infer_split(model, test_images, engine, batch_size, tta=tta)
+    test_seconds = time.perf_counter() - start  # the arrays are on the host: the device has finished
     sub_images, sub_labels = subsample(train_images, train_labels, CENTROID_IMAGES, seed)
-    _, train_features = _infer_split(model, sub_images, engine, batch_size)
+    _, train_features, _ = _infer_split(model, sub_images, engine, batch_size)
     centroids, counts = class_centroids(train_features, np.asarray(sub_labels), n_classes)
     record = {"logits": logits.astype(np.float32), "labels": np.asarray(test_labels, np.int64),
               "features": features.astype(np.float32), "indices": np.arange(len(test_labels), dtype=np.int64),
               "train_centroids": centroids, "train_counts": counts.astype(np.int64)}
+    if plain is not None:
+        record["logits_no_tta"] = plain.astype(np.float32)
     save_record(out / "predictions.npz", **record)
-    return record
+    return {**record, "test_seconds": test_seconds}
+
+
+def tta_metrics(record: dict, tta: str) -> dict:
+    """metrics.json fields on test-time augmentation: the views applied, and without them."""
+    if "logits_no_tta" not in record:
+        return {"tta": tta}
+    plain = float((record["logits_no_tta"].argmax(1) == record["labels"]).mean()) if len(record["labels"]) else 0.0
+    return {"tta": tta, "test_accuracy_no_tta": plain}
 
 
 def write_figures(out: Path, record: dict, images: np.ndarray, classes: list[str], history: list[dict] | None,
@@ -80,8 +103,9 @@ def evaluate_run(out: Path, *, model, dataset, engine, history: list[dict], trai
     run_info = json.loads((out / "run.json").read_text())
     tensors, meta = checkpoint.read(out / "model.safetensors")
     checkpoint.load_weights_into(model, tensors, out / "model.safetensors")
+    tta = resolve_tta(config.tta, dataset.classes)
     record = write_predictions(out, model, engine, dataset.test.images, dataset.test.labels, *train_split,
-                               len(dataset.classes), config.eval_batch_size, config.seed)
+                               len(dataset.classes), config.eval_batch_size, config.seed, tta=tta)
     metrics = classification_metrics(record["logits"], record["labels"], dataset.classes, config.top_k)
     figures = write_figures(out, record, dataset.test.images, dataset.classes, history, config.model, config.seed)
     best = max(history, key=lambda h: (h["val_accuracy"] if np.isfinite(h["val_accuracy"]) else -1))
@@ -90,7 +114,8 @@ def evaluate_run(out: Path, *, model, dataset, engine, history: list[dict], trai
         "train_seconds": round(sum(h["train_seconds"] for h in history), 3),
         "train_images_per_second": round(float(np.median([h["images_per_second"] for h in history])), 1),
         "best_epoch": meta.get("epoch", best["epoch"]), "val_accuracy": meta.get("val_accuracy", best["val_accuracy"]),
-        **metrics, "classes": dataset.classes, "precision": run_info["precision"], "device": run_info["device"],
+        **metrics, **tta_metrics(record, tta), "test_seconds": round(record["test_seconds"], 3),
+        "classes": dataset.classes, "precision": run_info["precision"], "device": run_info["device"],
         "pretrained_used": run_info["pretrained_used"], "pretrained_note": run_info["pretrained_note"],
         "data": dataset.source, "seed": config.seed, "figures": figures,
     }
@@ -148,11 +173,14 @@ def reevaluate(run_dir: Path, data: str | None = None, device: str = "auto") -> 
     slug = "test" if data is None else Path(source).name.split(".")[0]
     out = run_dir / "evaluate" / slug
     out.mkdir(parents=True, exist_ok=True)
+    tta = resolve_tta(config.tta, info["classes"])
     record = write_predictions(out, model, engine, dataset.test.images, dataset.test.labels, dataset.train.images,
-                               dataset.train.labels, len(info["classes"]), config.eval_batch_size, config.seed)
+                               dataset.train.labels, len(info["classes"]), config.eval_batch_size, config.seed,
+                               tta=tta)
     metrics = classification_metrics(record["logits"], record["labels"], info["classes"], config.top_k)
     figures = write_figures(out, record, dataset.test.images, info["classes"], None, config.model, config.seed)
-    result = {"run": str(run_dir), "data": dataset.source, **metrics, "classes": info["classes"], "figures": figures}
+    result = {"run": str(run_dir), "data": dataset.source, **metrics, **tta_metrics(record, tta),
+              "classes": info["classes"], "figures": figures}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     return {**result, "out": str(out)}
 
@@ -173,7 +201,8 @@ def predict_images(run_dir: Path, paths: list[str], top_k: int = 3, device: str 
         if array is None:
             raise UserError(f"{path}: {error or f'is not {h}x{w}; the model takes {h}x{w} images'}")
         arrays.append(array)
-    logits, _ = _infer_split(model, np.stack(arrays), engine, config.eval_batch_size, features=False)
+    tta = resolve_tta(config.tta, info["classes"])
+    logits, _, _ = _infer_split(model, np.stack(arrays), engine, config.eval_batch_size, features=False, tta=tta)
     probs = softmax(logits)
     k = min(top_k, len(info["classes"]))
     for path, p in zip(paths, probs):

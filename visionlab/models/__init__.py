@@ -16,6 +16,7 @@ import operator
 from torch import nn
 
 from ..errors import UserError
+from .airbench import airbench
 from .base import FeatureModel, ModelOptions, read_state_dict
 from .small import cnn2, cnn3, lenet, mlp
 
@@ -35,6 +36,7 @@ MODELS = {
     "cnn": cnn3,  # the default CNN is the deeper one: three blocks still run on 8x8 digits
     "lenet": lenet,
     "resnet18": resnet18,
+    "airbench": airbench,  # airbench94's network for the CIFAR-10 speed recipe (studies/cifar10-fast.yaml)
 }
 PRETRAINED_MODELS = ("resnet18",)  # the names in MODELS with ImageNet weights (timm: ones too)
 TIMM_PREFIX = "timm:"

@@ -61,6 +61,8 @@ class TrainConfig(BaseModel):
     seed: int = 0  # drives split, initialisation, shuffling and augmentation
     eval_batch_size: int = Field(1024, ge=1)  # images per inference step
     top_k: int = Field(5, ge=1)  # top-k accuracy reported besides top-1
+    tta: Literal["none", "flip", "flip-translate"] = "none"  # test-time augmentation: average the logits of
+    #   the image and its mirror (flip), and of both shifted one pixel (flip-translate); never flips digits
     # outputs
     out: str | None = None  # run folder; default runs/<model>-<dataset>-<time>
     wandb: Literal["off", "offline", "online"] = "off"  # Weights & Biases logging
