@@ -32,6 +32,7 @@ CASES = {  # id -> (name, options)
     "resnet18-small-input": ("resnet18", {"pretrained": "none", "small_input": True}),
     "resnet18-until-layer3": ("resnet18", {"pretrained": "none", "freeze": "until:layer3"}),
     "resnet18-backbone": ("resnet18", {"pretrained": "none", "freeze": "backbone"}),
+    "airbench": ("airbench", {}),
     **{f"mlp-{a}": ("mlp", {"activation": a, "dropout": 0.1}) for a in ["relu", "gelu", "tanh", "leaky_relu", "sigmoid"]},
 }
 
@@ -66,6 +67,8 @@ def build(name, shape, **options):
 @pytest.mark.parametrize("case", CASES)
 def test_model_contract(case, shape):
     name, options = CASES[case]
+    if name == "airbench" and min(shape[1:]) < 9:
+        pytest.skip("airbench needs at least 9x9 pixels (its one-line refusal is tested in test_airbench.py)")
     torch.manual_seed(0)
     model = build(name, shape, **options).train()
     x = torch.randn(BATCH, *shape)
@@ -96,7 +99,7 @@ def test_model_contract(case, shape):
 
 
 def test_registry_names_and_layer_names():
-    assert set(MODELS) == {"mlp", "cnn2", "cnn3", "cnn", "lenet", "resnet18"}
+    assert set(MODELS) == {"mlp", "cnn2", "cnn3", "cnn", "lenet", "resnet18", "airbench"}
     assert MODELS["cnn"] is MODELS["cnn3"]
     resnet = build("resnet18", (3, 32, 32), pretrained="none")
     assert resnet.conv_layer_names() == ["conv1", "layer1", "layer2", "layer3", "layer4"]
