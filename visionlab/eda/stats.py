@@ -43,16 +43,10 @@ def grey(images: np.ndarray) -> np.ndarray:
 
 def channel_stats(images: np.ndarray) -> dict:
     """Per-channel mean and standard deviation over every pixel of every image, in [0, 1]
-    (what training normalises with), accumulated in float64 chunk by chunk."""
-    c = images.shape[-1]
-    total, total_sq, n = np.zeros(c), np.zeros(c), 0
-    for first in range(0, len(images), CHUNK):
-        x = np.asarray(images[first: first + CHUNK], dtype=np.float64).reshape(-1, c) / 255.0
-        total += x.sum(0)
-        total_sq += (x * x).sum(0)
-        n += len(x)
-    mean = total / max(n, 1)
-    std = np.sqrt(np.maximum(total_sq / max(n, 1) - mean * mean, 0.0))
+    (what training normalises with), exact, from each channel's histogram."""
+    from ..data.pixels import channel_mean_std
+
+    mean, std = channel_mean_std(images)
     return {"mean": mean.round(4).tolist(), "std": std.round(4).tolist()}
 
 

@@ -117,9 +117,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] of (N, H, W, C) uint8, from up to 10,000 images."""
-    sample = images[:: max(1, len(images) // 10_000)].astype(np.float64) / 255.0
-    mean = sample.mean(axis=(0, 1, 2))
-    std = sample.std(axis=(0, 1, 2))
+    from ..data.pixels import channel_mean_std
+
+    mean, std = channel_mean_std(images[:: max(1, len(images) // 10_000)])
     return mean.tolist(), np.maximum(std, 1e-3).tolist()
 
 
