@@ -58,7 +58,8 @@ def plot_confusion(cm, classes: list[str], path: Path, title: str = "") -> Path:
 def plot_curves(history: list[dict], path: Path, title: str = "") -> Path:
     """Loss and accuracy per epoch, train vs validation."""
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.13, top=0.92, wspace=0.18)  # fixed: no layout engine
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
     ax1.set_title(mathsafe(f"{title} loss".strip()))
