@@ -254,3 +254,23 @@ def test_finite_watch_reports_a_nan_without_waiting_on_the_device(device):
         assert not watch.still_finite(torch.tensor(1.0, device=device))
     else:
         assert not watch.still_finite(bad)
+
+
+@pytest.mark.parametrize("slow_threads", [1, 2])
+def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
+    """Steps timed with all threads and with one; the faster count stays for the epoch."""
+    from visionlab.training import loop
+
+    clock = [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    before = torch.get_num_threads()
+    try:
+        tuner = loop.ThreadTuner(2)
+        assert torch.get_num_threads() == 2
+        for _ in range(40):
+            clock[0] += 0.1 if torch.get_num_threads() == slow_threads else 0.01  # this step's duration
+            tuner.after_step()
+        assert tuner.done and torch.get_num_threads() == (1 if slow_threads == 2 else 2)
+        assert len(tuner.times[1]) == len(tuner.times[2]) == loop.ThreadTuner.PROBE
+    finally:
+        torch.set_num_threads(before)

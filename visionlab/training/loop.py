@@ -46,6 +46,7 @@ class Engine:
     autocast: object  # a callable returning a context manager: autocast or nullcontext
     channels_last: bool
     scaler: torch.amp.GradScaler | None = None  # fp16 only
+    tune_threads: int = 0  # CPU: torch's thread count; each epoch keeps it or drops to one, whichever steps faster
 
     def prepare(self, images_u8: torch.Tensor, augment=None, generator=None) -> torch.Tensor:
         """(B, H, W, C) uint8 -> (B, C, H, W) float, augmented in [0, 1], then normalised."""
@@ -89,6 +90,7 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
     seen = 0
     micro = max(1, -(-batch_size // (accumulate * world.size)))
     watch = FiniteWatch(engine.device, world)
+    tuner = ThreadTuner(engine.tune_threads) if engine.tune_threads and engine.device.type == "cpu" else None
     start = time.perf_counter()
     for step, first in enumerate(range(0, n, batch_size)):
         batch = perm[first: first + batch_size]
@@ -108,6 +110,8 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
             correct += (logits.detach().argmax(1) == y).sum()
         optimizer_step(model, optimizer, scheduler, engine, grad_clip)
         seen += len(idx)
+        if tuner is not None:
+            tuner.after_step()
         if on_step is not None:
             on_step(len(idx), loss_sum, correct, seen)
         if step % CHECK_EVERY == 0 and not watch.still_finite(loss_sum):
@@ -124,6 +128,46 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
     seconds = time.perf_counter() - start
     return {"train_loss": loss_total / max(seen_total, 1), "train_accuracy": correct_total / max(seen_total, 1),
             "train_seconds": seconds, "images_per_second": seen_total / max(seconds, 1e-9)}
+
+
+class ThreadTuner:
+    """Keep torch's intra-op threads, or drop to one, whichever steps faster right now.
+
+    On a CPU that other processes share, every parallel region waits for whichever of torch's
+    threads the OS has descheduled; measured on this 2-core machine with one other busy
+    process, lenet's 2 MNIST epochs went from 4 s to 97 s (one thread: about 6 s). Each epoch,
+    a few steps are timed with all threads and a few with one (after warm-up steps each), and
+    the faster count is kept for the rest of the epoch and the validation after it. On a quiet
+    machine that costs 8 steps an epoch at the single-thread speed. Off for deterministic runs
+    (the thread count can change float summation order).
+    """
+
+    WARM, PROBE = 2, 6  # steps skipped, then steps timed, per thread count
+
+    def __init__(self, full: int):
+        self.full = full
+        torch.set_num_threads(full)
+        self.step, self.last = 0, time.perf_counter()
+        self.times: dict[int, list[float]] = {full: [], 1: []}
+        self.done = full <= 1
+
+    def after_step(self) -> None:
+        if self.done:
+            return
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        threads, k = (self.full, self.step) if self.step < self.WARM + self.PROBE else (1, self.step - self.WARM - self.PROBE)
+        if k >= self.WARM:
+            self.times[threads].append(seconds)
+        self.step += 1
+        if self.step == self.WARM + self.PROBE:
+            torch.set_num_threads(1)
+        elif self.step == 2 * (self.WARM + self.PROBE):
+            chosen = min(self.times, key=lambda t: sorted(self.times[t])[len(self.times[t]) // 2])
+            torch.set_num_threads(chosen)
+            if chosen != self.full:
+                log.info("CPU busy with other work: 1 thread this epoch (faster than %d now)", self.full)
+            self.done = True
 
 
 class FiniteWatch:

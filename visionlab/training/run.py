@@ -163,11 +163,13 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     seed_everything(config.seed, config.deterministic)
     device = distributed.device_for(world, config.device) if world.distributed else resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    threads = torch.get_num_threads()  # the thread tuner may lower it; the caller gets it back
     distributed.start(world, device)
     try:
         return _train(config, resume, out, world, device, precision)
     finally:
         distributed.stop()
+        torch.set_num_threads(threads)
 
 
 def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.device, precision: str) -> dict:
@@ -203,7 +205,8 @@ def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.de
         (out / "run.json").write_text(json.dumps(run_info, indent=1))
     engine = Engine(device, torch.tensor(mean, device=device).view(1, -1, 1, 1),
                     torch.tensor(std, device=device).view(1, -1, 1, 1), autocast_for(device, precision),
-                    config.channels_last, torch.amp.GradScaler("cuda") if precision == "fp16" else None)
+                    config.channels_last, torch.amp.GradScaler("cuda") if precision == "fp16" else None,
+                    tune_threads=torch.get_num_threads() if device.type == "cpu" and not config.deterministic else 0)
     augment = parse_augment(config.augment, flip_allowed=not digit_like(dataset.classes))
     augment = None if augment.is_identity else augment
     train_split = to_device(train_images, train_labels, device)
