@@ -192,10 +192,21 @@ def cmd_eda(args) -> int:
     return 0
 
 
+def _workers(text: str):
+    from .study.config import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, not {text!r}") from None
+
+
 def cmd_run(args) -> int:
     from .study import load_study, run_study
 
     study, where = load_study(args.study, data=args.data)
+    if args.workers is not None:
+        study.workers = args.workers
     report = run_study(study, Path(args.out) if args.out else None, quick=args.quick, where=where)
     print(f"report: {report}")
     return 0
@@ -214,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="replace the study's dataset (built-in name or path)")
     p.add_argument("--out", help="study folder (default runs/<study>-<data>; the same command resumes it)")
     p.add_argument("--quick", action="store_true", help="a fast look: few epochs, capped training images")
+    p.add_argument("--workers", type=_workers, help="experiments at once, one process each: N or auto (one "
+                   "per visible GPU, else per core; default: the study's workers key, else 1)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("data", help="load (decode once, cache) and summarise a dataset")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -69,6 +70,15 @@ class StudyConfig(BaseModel):
     experiments: list[Experiment] = Field(min_length=1)
     analysis: AnalysisSpec = AnalysisSpec()
     quick: QuickSpec = QuickSpec()
+    # experiments run at once, each in its own process taking whole experiments from a queue:
+    # one GPU per worker on a GPU machine, else an equal share of the CPU cores; auto: one per
+    # visible GPU, else one per core. The outputs are those of 1 (in this process, in order).
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value):
+        return parse_workers(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -84,6 +94,17 @@ class StudyConfig(BaseModel):
         if dupes:
             raise ValueError(f"experiment names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+
+def parse_workers(value) -> int | str:
+    """A worker count: a whole number >= 1 or 'auto' (as YAML or a command-line string)."""
+    if value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("use a whole number >= 1 or auto")
+    return value
 
 
 def default_experiments() -> list[dict]:

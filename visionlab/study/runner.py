@@ -8,6 +8,8 @@
 
 Resumable: run the same command again after a kill and finished experiments are kept, the
 interrupted one resumes from its last checkpoint, and nothing that exists is recomputed.
+With ``workers`` > 1 the experiments run in worker processes (see parallel.py) and the outputs
+are the same.
 """
 from __future__ import annotations
 
@@ -66,6 +68,29 @@ def _same_config(run_dir: Path, config, name: str) -> None:
                         "delete that folder to rerun it, or use another --out")
 
 
+def load_study_data(study: StudyConfig):
+    """The study's dataset (decoded once, then read from the cache by every process)."""
+    from ..data import DataConfig, load_dataset
+
+    return load_dataset(DataConfig(source=study.data.source, seed=study.seed,
+                                   **{k: getattr(study.data, k) for k in
+                                      ("image_size", "channels", "val_fraction", "test_fraction", "classes",
+                                       "strict", "merge_splits")}))
+
+
+def run_experiment(study: StudyConfig, experiment, dataset, out: Path, quick: bool, where: str) -> tuple[dict, dict]:
+    """Train (or resume, or reuse) one experiment, then analyse it: (metrics, analysis)."""
+    metrics = _train_experiment(study, experiment, out, quick, where)
+    return metrics, _analyze(out / "experiments" / experiment.name, dataset, study, quick)
+
+
+def experiment_stage(study: StudyConfig, index: int, n_stages: int) -> None:
+    """The stage line of experiment ``index`` (0-based, study order)."""
+    experiment = study.experiments[index]
+    _stage(index + 2 + bool(study.eda), n_stages, f"experiment {experiment.name}: "
+           f"{experiment.model_dump().get('model', study.defaults.get('model', 'lenet'))}")
+
+
 def _analyze(run_dir: Path, dataset, study: StudyConfig, quick: bool) -> dict:
     from ..analysis import analyze_run
 
@@ -113,19 +138,17 @@ def _experiment_record(out: Path, name: str, metrics: dict, analysis: dict) -> d
 def run_study(study: StudyConfig, out: Path | None = None, quick: bool = False, where: str = "") -> Path:
     """Run (or finish) a whole study; returns the path of report.html."""
     from .. import __version__
-    from ..data import DataConfig, load_dataset
     from ..report import render_markdown, write_report
     from .compare import observations, plot_accuracy_bars, plot_confusions
+    from .parallel import plan_workers, run_parallel
 
     out = Path(out) if out else default_out(study, quick)
     _check_out(out)
+    workers, gpus = plan_workers(study, out, quick, where)
     n_stages = len(study.experiments) + 3 + bool(study.eda)
     start = time.perf_counter()
     _stage(1, n_stages, f"data: {study.data.source}")
-    dataset = load_dataset(DataConfig(source=study.data.source, seed=study.seed,
-                                      **{k: getattr(study.data, k) for k in
-                                         ("image_size", "channels", "val_fraction", "test_fraction", "classes",
-                                          "strict", "merge_splits")}))
+    dataset = load_study_data(study)
     summary_data = dataset.summary()
     log.info("%s: %d classes, %s images, train/val/test %s", study.data.source, len(dataset.classes),
              "x".join(map(str, dataset.image_shape)), "/".join(f"{v:,}" for v in summary_data["splits"].values()))
@@ -133,13 +156,15 @@ def run_study(study: StudyConfig, out: Path | None = None, quick: bool = False, 
     if study.eda:
         _stage(2, n_stages, "exploratory analysis")
         eda = _eda(dataset, out / "eda", study.seed)
-    records = []
-    for i, experiment in enumerate(study.experiments, start=2 + bool(study.eda)):
-        _stage(i, n_stages, f"experiment {experiment.name}: "
-                            f"{experiment.model_dump().get('model', study.defaults.get('model', 'lenet'))}")
-        metrics = _train_experiment(study, experiment, out, quick, where)
-        analysis = _analyze(out / "experiments" / experiment.name, dataset, study, quick)
-        records.append(_experiment_record(out, experiment.name, metrics, analysis))
+    if workers > 1:  # worker processes; results come back in study order
+        results = run_parallel(study, out, quick, where, workers, gpus, n_stages)
+    else:
+        results = []
+        for i, experiment in enumerate(study.experiments):
+            experiment_stage(study, i, n_stages)
+            results.append(run_experiment(study, experiment, dataset, out, quick, where))
+    records = [_experiment_record(out, e.name, metrics, analysis)
+               for e, (metrics, analysis) in zip(study.experiments, results)]
     _stage(n_stages - 1, n_stages, "comparison")
     (out / "comparison").mkdir(exist_ok=True)
     comparison = {"figures": {
