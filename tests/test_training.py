@@ -258,19 +258,34 @@ def test_finite_watch_reports_a_nan_without_waiting_on_the_device(device):
 
 @pytest.mark.parametrize("slow_threads", [1, 2])
 def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
-    """Steps timed with all threads and with one; the faster count stays for the epoch."""
+    """First epoch: steps timed on all threads and on one; the faster count stays for the epoch.
+    Later epochs look at one thread again only when all-thread steps have slowed down."""
     from visionlab.training import loop
 
-    clock = [0.0]
+    clock, cost = [0.0], {1: 0.01, 2: 0.01}
+    cost[slow_threads] = 0.1
     monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
     before = torch.get_num_threads()
+
+    def epoch(tuner, steps=40):
+        tuner.start_epoch(steps)
+        assert torch.get_num_threads() == 2
+        for _ in range(steps):
+            clock[0] += cost[torch.get_num_threads()]  # this step's duration
+            tuner.after_step()
+
     try:
         tuner = loop.ThreadTuner(2)
-        assert torch.get_num_threads() == 2
-        for _ in range(40):
-            clock[0] += 0.1 if torch.get_num_threads() == slow_threads else 0.01  # this step's duration
-            tuner.after_step()
+        epoch(tuner)
         assert tuner.done and torch.get_num_threads() == (1 if slow_threads == 2 else 2)
         assert len(tuner.times[1]) == len(tuner.times[2]) == loop.ThreadTuner.PROBE
+        epoch(tuner)  # one thread is looked at again only when two are slower than one has been
+        assert len(tuner.times[1]) == (0 if slow_threads == 1 else loop.ThreadTuner.PROBE)
+        assert torch.get_num_threads() == (1 if slow_threads == 2 else 2)
+        cost[1], cost[2] = 0.02, 0.5  # now the machine is busy: two threads crawl
+        epoch(tuner)
+        assert torch.get_num_threads() == 1 and len(tuner.times[1]) == loop.ThreadTuner.PROBE
+        epoch(tuner, steps=10)  # too short to probe: all threads, no switching
+        assert torch.get_num_threads() == 2 and tuner.times == {2: [], 1: []}
     finally:
         torch.set_num_threads(before)

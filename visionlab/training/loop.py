@@ -46,7 +46,7 @@ class Engine:
     autocast: object  # a callable returning a context manager: autocast or nullcontext
     channels_last: bool
     scaler: torch.amp.GradScaler | None = None  # fp16 only
-    tune_threads: int = 0  # CPU: torch's thread count; each epoch keeps it or drops to one, whichever steps faster
+    tuner: "ThreadTuner | None" = None  # CPU: each epoch keeps torch's threads or drops to one, whichever is faster
 
     def prepare(self, images_u8: torch.Tensor, augment=None, generator=None) -> torch.Tensor:
         """(B, H, W, C) uint8 -> (B, C, H, W) float, augmented in [0, 1], then normalised."""
@@ -90,7 +90,9 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
     seen = 0
     micro = max(1, -(-batch_size // (accumulate * world.size)))
     watch = FiniteWatch(engine.device, world)
-    tuner = ThreadTuner(engine.tune_threads) if engine.tune_threads and engine.device.type == "cpu" else None
+    tuner = engine.tuner if engine.device.type == "cpu" else None
+    if tuner is not None:
+        tuner.start_epoch(-(-n // batch_size))
     start = time.perf_counter()
     for step, first in enumerate(range(0, n, batch_size)):
         batch = perm[first: first + batch_size]
@@ -135,39 +137,54 @@ class ThreadTuner:
 
     On a CPU that other processes share, every parallel region waits for whichever of torch's
     threads the OS has descheduled; measured on this 2-core machine with one other busy
-    process, lenet's 2 MNIST epochs went from 4 s to 97 s (one thread: about 6 s). Each epoch,
-    a few steps are timed with all threads and a few with one (after warm-up steps each), and
-    the faster count is kept for the rest of the epoch and the validation after it. On a quiet
-    machine that costs 8 steps an epoch at the single-thread speed. Off for deterministic runs
-    (the thread count can change float summation order).
+    process, lenet's 2 MNIST epochs went from 4 s to 97 s (one thread: about 6 s). So each epoch
+    times its first steps on all threads; on the first epoch, and whenever they are slower than
+    the quickest one-thread steps seen in this run, it times a few steps on one thread too and
+    keeps the faster count for the rest of the epoch and the validation after it. On a quiet
+    machine that costs a few single-thread steps once per run. Off for deterministic runs (the
+    thread count can change float summation order). One tuner lives for a whole run.
     """
 
     WARM, PROBE = 2, 6  # steps skipped, then steps timed, per thread count
 
     def __init__(self, full: int):
         self.full = full
-        torch.set_num_threads(full)
+        self.best_one = math.inf  # the quickest median one-thread step time seen in this run
+        self.start_epoch(0)
+
+    def start_epoch(self, steps: int) -> None:
+        torch.set_num_threads(self.full)
         self.step, self.last = 0, time.perf_counter()
-        self.times: dict[int, list[float]] = {full: [], 1: []}
-        self.done = full <= 1
+        self.times: dict[int, list[float]] = {self.full: [], 1: []}
+        self.done = self.full <= 1 or steps < 3 * (self.WARM + self.PROBE)  # too short an epoch to tell
 
     def after_step(self) -> None:
         if self.done:
             return
         now = time.perf_counter()
         seconds, self.last = now - self.last, now
-        threads, k = (self.full, self.step) if self.step < self.WARM + self.PROBE else (1, self.step - self.WARM - self.PROBE)
+        phase = self.WARM + self.PROBE
+        threads, k = (self.full, self.step) if self.step < phase else (1, self.step - phase)
         if k >= self.WARM:
             self.times[threads].append(seconds)
         self.step += 1
-        if self.step == self.WARM + self.PROBE:
-            torch.set_num_threads(1)
-        elif self.step == 2 * (self.WARM + self.PROBE):
-            chosen = min(self.times, key=lambda t: sorted(self.times[t])[len(self.times[t]) // 2])
+        if self.step == phase:
+            if _median(self.times[self.full]) <= self.best_one < math.inf:  # faster than one thread was: keep
+                self.done = True
+            else:  # the first epoch, or slower than one thread: time one thread now
+                torch.set_num_threads(1)
+        elif self.step == 2 * phase:
+            one = _median(self.times[1])
+            self.best_one = min(self.best_one, one)
+            chosen = self.full if _median(self.times[self.full]) <= one else 1
             torch.set_num_threads(chosen)
             if chosen != self.full:
                 log.info("CPU busy with other work: 1 thread this epoch (faster than %d now)", self.full)
             self.done = True
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 class FiniteWatch:

@@ -23,7 +23,8 @@ import torch
 from ..errors import UserError
 from . import checkpoint, distributed
 from .config import TrainConfig, save_config
-from .loop import Engine, NonFiniteLoss, autocast_for, evaluate, is_out_of_memory, make_loss, to_device, train_one_epoch
+from .loop import (Engine, NonFiniteLoss, ThreadTuner, autocast_for, evaluate, is_out_of_memory, make_loss, to_device,
+                   train_one_epoch)
 from .optim import make_optimizer, make_scheduler
 from .tracking import Tracker
 
@@ -206,7 +207,8 @@ def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.de
     engine = Engine(device, torch.tensor(mean, device=device).view(1, -1, 1, 1),
                     torch.tensor(std, device=device).view(1, -1, 1, 1), autocast_for(device, precision),
                     config.channels_last, torch.amp.GradScaler("cuda") if precision == "fp16" else None,
-                    tune_threads=torch.get_num_threads() if device.type == "cpu" and not config.deterministic else 0)
+                    tuner=ThreadTuner(torch.get_num_threads()) if device.type == "cpu" and not config.deterministic
+                    else None)
     augment = parse_augment(config.augment, flip_allowed=not digit_like(dataset.classes))
     augment = None if augment.is_identity else augment
     train_split = to_device(train_images, train_labels, device)
