@@ -4,9 +4,9 @@ real-data studies of issue [3/8].
 
 usage: python benchmarks/bench_study.py [--runs 2] [--real]
 Each run is a new process with a new output folder (the decode cache stays warm, as it is for a
-user's second study); wall time of the whole command. --real adds one run each of
-`studies/mnist.yaml --data mnist-png.tar.gz` and `studies/cifar10.yaml --data cifar10-jpg.tar.gz
---quick`, with their test accuracies. Writes benchmarks/results/study.json, prints Markdown.
+user's second study); wall time of the whole command; the default study also with
+`--workers 2`. --real adds one run each of `studies/mnist.yaml --data mnist-png.tar.gz` and
+`studies/cifar10.yaml --data cifar10-jpg.tar.gz --quick`, with their test accuracies. Writes benchmarks/results/study.json, prints Markdown.
 """
 from __future__ import annotations
 
@@ -43,7 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
-        results["default"] = [study([], Path(tmp) / f"default{i}") for i in range(args.runs)]
+        results["default"], results["default_workers_2"] = [], []
+        for i in range(args.runs):  # alternating: one process, then two 1-thread workers (--workers 2)
+            results["default"].append(study([], Path(tmp) / f"default{i}"))
+            results["default_workers_2"].append(study(["--workers", "2"], Path(tmp) / f"workers{i}"))
         if args.real:
             results["real"] = {name: study(argv, Path(tmp) / name.split()[0]) for name, argv in REAL.items()}
     out = ROOT / "benchmarks" / "results" / "study.json"
@@ -57,6 +60,11 @@ def report(r: dict) -> None:
     print(f"machine: {r['machine']}\n")
     print(f"default study (`visionlab run`): median {statistics.median(walls):.0f} s wall over {len(walls)} runs "
           f"({', '.join(f'{w:.0f} s' for w in walls)}), peak RSS {max(r['peak_rss_mb'] for r in r['default']):,.0f} MB\n")
+    if r.get("default_workers_2"):
+        w2 = [run["wall_seconds"] for run in r["default_workers_2"]]
+        print(f"default study with `--workers 2` (two 1-thread worker processes): median {statistics.median(w2):.0f} s "
+              f"({', '.join(f'{w:.0f} s' for w in w2)}); peak RSS of the largest process "
+              f"{max(run['peak_rss_mb'] for run in r['default_workers_2']):,.0f} MB\n")
     print("| study | experiment | train time | test accuracy |\n|---|---|---|---|")
     for name, run in [("default", r["default"][0]), *r.get("real", {}).items()]:
         for exp, m in run["experiments"].items():
