@@ -121,6 +121,20 @@ def test_changed_experiment_settings_are_refused(tmp_path, study_file, capsys):
     assert "other settings (epochs)" in capsys.readouterr().err
 
 
+def test_a_run_saved_before_a_key_existed_is_still_the_same_experiment(tmp_path, study_file):
+    import yaml
+
+    out = tmp_path / "out"
+    assert main(["run", str(study_file), "--out", str(out)]) == 0
+    for config_file in (out / "experiments").glob("*/config.yaml"):  # as written by an older visionlab
+        saved = yaml.safe_load(config_file.read_text())
+        del saved["tta"], saved["devices"]
+        config_file.write_text(yaml.safe_dump(saved))
+    (out / "report.html").unlink()
+    assert main(["run", str(study_file), "--out", str(out)]) == 0  # reused, not refused
+    assert (out / "report.html").exists()
+
+
 def test_every_example_study_validates():
     from pathlib import Path
 

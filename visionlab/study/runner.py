@@ -62,7 +62,8 @@ def _train_experiment(study, experiment, out: Path, quick: bool, where: str) -> 
 def _same_config(run_dir: Path, config, name: str) -> None:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     now = config.model_dump()
-    changed = sorted(k for k in now if saved.get(k) != now[k] and k != "out")
+    defaults = type(config)().model_dump()  # a key added since that run was saved has its default
+    changed = sorted(k for k in now if saved.get(k, defaults[k]) != now[k] and k != "out")
     if changed:
         raise UserError(f"experiment '{name}' in {run_dir} was run with other settings ({', '.join(changed)}); "
                         "delete that folder to rerun it, or use another --out")
