@@ -14,6 +14,19 @@ def visionlab_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny models and batches (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    one thread is as fast there, and on a shared 2-core machine two threads wait for each other at
+    every operator, up to ~10x slower; the thread count is restored after the module."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def write_image(path, array, **save_kwargs):
     """Save a uint8 (H, W) or (H, W, C) array as an image file, creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+from killer import DRIVER
 from safetensors.torch import load_file
 
-from visionlab.training.distributed import SINGLE, World, world_from_env
+from visionlab.training.distributed import SINGLE, World, free_port, world_from_env
 
 ARGS = ["--data", "digits", "--model", "cnn2", "--epochs", "3", "--batch-size", "64", "--lr", "0.003",
         "--device", "cpu", "--set", "precision=fp32", "--set", "deterministic=true"]
@@ -53,32 +53,6 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, two_ranks)
     assert not list(ddp_out.glob(".*tmp*"))  # rank 1 wrote nothing, rank 0 left no temporary file
 
 
-DRIVER = r'''
-import os, signal, sys
-from visionlab.cli import main
-from visionlab.training import run
-at = int(sys.argv[1])
-count = [0]
-real = run.train_one_epoch
-def train_one_epoch(*args, **kwargs):
-    inner = kwargs.get("on_step")
-    def on_step(*a):
-        if inner:
-            inner(*a)
-        count[0] += 1
-        if count[0] == at:  # every rank dies at the same step: nobody is left waiting
-            os.kill(os.getpid(), signal.SIGKILL)
-    kwargs["on_step"] = on_step
-    return real(*args, **kwargs)
-run.train_one_epoch = train_one_epoch
-sys.exit(main(sys.argv[2:]))
-'''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_torchrun_style_ranks_killed_mid_epoch_resume_with_devices(tmp_path, two_ranks):
@@ -87,12 +61,12 @@ def test_torchrun_style_ranks_killed_mid_epoch_resume_with_devices(tmp_path, two
     on the uninterrupted run's weights, bit for bit (so two-rank runs are also reproducible)."""
     _, weights, metrics = two_ranks
     out = tmp_path / "run"
-    port = str(_free_port())
+    port = str(free_port())
     ranks = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-        ranks.append(subprocess.Popen([sys.executable, "-c", DRIVER, "30", "train", *ARGS, "--out", str(out)],
+        ranks.append(subprocess.Popen([sys.executable, "-c", DRIVER, "step", "30", "train", *ARGS, "--out", str(out)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for proc in ranks:
         _, err = proc.communicate(timeout=300)

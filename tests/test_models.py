@@ -37,13 +37,7 @@ CASES = {  # id -> (name, options)
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These batches are tiny: one thread beats paying for thread synchronisation, by 5x on a busy box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(autouse=True)

@@ -22,14 +22,7 @@ from visionlab.segmentation.visuals import colorize
 SIZE = (32, 64)  # (H, W) of every generated test scene
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from a second thread, and on a shared 2-core machine the
-    threads' waits for each other at every operator cost several times the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def parser():

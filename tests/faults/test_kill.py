@@ -17,43 +17,13 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+from killer import DRIVER
 from visionlab.cli import main
 from visionlab.training import checkpoint
 
 ARGS = ["--data", "digits", "--model", "cnn2", "--epochs", "3", "--batch-size", "64", "--lr", "0.003",
         "--device", "cpu", "--set", "precision=fp32", "--set", "deterministic=true"]
 
-DRIVER = r'''
-import os, signal, sys
-from visionlab.cli import main
-from visionlab.training import checkpoint, run
-mode, at = sys.argv[1], int(sys.argv[2])
-count = [0]
-if mode == "step":  # SIGKILL after the at-th optimiser step of the run
-    real = run.train_one_epoch
-    def train_one_epoch(*args, **kwargs):
-        inner = kwargs.get("on_step")
-        def on_step(*a):
-            if inner:
-                inner(*a)
-            count[0] += 1
-            if count[0] == at:
-                os.kill(os.getpid(), signal.SIGKILL)
-        kwargs["on_step"] = on_step
-        return real(*args, **kwargs)
-    run.train_one_epoch = train_one_epoch
-else:  # "save": SIGKILL with the at-th safetensors file half written
-    real_save = checkpoint.save_file
-    def save_file(tensors, filename, metadata=None):
-        count[0] += 1
-        real_save(tensors, filename, metadata=metadata)
-        if count[0] == at:
-            with open(filename, "r+b") as f:
-                f.truncate(os.path.getsize(filename) // 2)
-            os.kill(os.getpid(), signal.SIGKILL)
-    checkpoint.save_file = save_file
-sys.exit(main(sys.argv[3:]))
-'''
 
 
 def _killed(tmp_path, mode: str, at: int, out) -> None:

@@ -144,7 +144,8 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, sync_bn: bo
 
 # --- visionlab train --devices N: spawn the ranks on this machine --------------------------------
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this machine now, for the ranks' rendezvous."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -184,7 +185,7 @@ def launch(config, resume: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="visionlab-ranks-") as errors:
         values = config.model_dump()
         try:
-            mp.start_processes(_rank_main, args=(size, _free_port(), values, resume, errors, verbose),
+            mp.start_processes(_rank_main, args=(size, free_port(), values, resume, errors, verbose),
                                nprocs=size, start_method="spawn")
         except mp.ProcessExitedException as exc:
             messages = sorted(Path(errors).glob("rank*"))
@@ -198,4 +199,4 @@ def launch(config, resume: bool) -> None:
 
 
 __all__ = ["World", "SINGLE", "world_from_env", "device_for", "start", "stop", "barrier", "all_sum", "all_true",
-           "broadcast_buffers", "wrap", "launch"]
+           "broadcast_buffers", "wrap", "launch", "free_port"]
