@@ -171,6 +171,29 @@ def test_airbench_trains_with_whitening_and_tta_end_to_end(tmp_path, class_folde
     torch.testing.assert_close(gram, torch.diag(torch.diag(gram)), atol=1e-3 * gram.abs().max().item(), rtol=0)
 
 
+def test_whitening_bias_trains_for_three_epochs_then_stays(tmp_path, class_folder, monkeypatch):
+    from visionlab.training import run as run_module
+
+    biases = []
+    real = run_module.train_one_epoch
+
+    def recording(model, *args, **kwargs):
+        stats = real(model, *args, **kwargs)
+        biases.append(model.features.whiten.conv.bias.detach().clone())
+        return stats
+
+    monkeypatch.setattr(run_module, "train_one_epoch", recording)
+    train(make_config({"data": str(class_folder), "model": "airbench", "epochs": 5, "batch_size": 16,
+                       "optimizer": "sgd", "lr": 0.05, "weight_decay": 0.01, "device": "cpu", "precision": "fp32",
+                       "out": str(tmp_path / "run")}))
+    assert len(biases) == 5
+    assert not torch.equal(biases[0], biases[1]) and not torch.equal(biases[1], biases[2])  # epochs 1-3 train it
+    assert torch.equal(biases[2], biases[3]) and torch.equal(biases[3], biases[4])  # then neither step nor decay
+    model = build_model("airbench", 10, 3, (32, 32), ModelOptions(freeze="until:whiten"))
+    model.on_epoch(0, 10)  # a frozen bias is not unfrozen by the schedule
+    assert not model.features.whiten.conv.bias.requires_grad
+
+
 def test_cifar10_fast_study_validates():
     from visionlab.study import load_study
     from visionlab.study.config import experiment_config
@@ -181,6 +204,8 @@ def test_cifar10_fast_study_validates():
     air = configs["airbench"]
     assert (air.model, air.batch_size, air.optimizer, air.label_smoothing, air.tta) == (
         "airbench", 1024, "sgd", 0.2, "flip-translate")
-    assert air.augment == ["crop:2", "flip"] and air.val_fraction == 0.0
+    assert air.augment == ["crop:2", "reflect", "flip:alternate"] and air.val_fraction == 0.0
+    assert (air.schedule, air.momentum, air.lookahead) == ("triangle", 0.85, True)
+    assert configs["resnet18"].schedule == "onecycle" and not configs["resnet18"].lookahead
     assert air.lr * air.weight_decay == pytest.approx(0.0153 * 1024 / (1024 * (1 + 1 / 0.15)), rel=0.01)
     assert configs["resnet18"].model == "resnet18" and configs["resnet18"].pretrained == "none"

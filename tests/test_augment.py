@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from visionlab.errors import UserError
-from visionlab.training.augment import PRESETS, TOKENS, Augment, parse_augment, preview
+from visionlab.training.augment import PRESETS, TOKENS, Augment, alternate_flips, parse_augment, preview
 
 LIST_SPECS = [["crop:4", "flip", "rotate:15", "affine", "jitter:0.2", "erase:0.25"], "crop:2,flip", ["translate:0.1"],
               ["scale:0.8-1.2"], ["shear:20"], ["jitter"], ["erase:1"], ["crop"], ["rotate"]]
@@ -110,6 +110,42 @@ def test_crop_is_an_exact_integer_shift_with_zero_fill(pad):
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) >= (2 * pad + 1) ** 2 // 2  # the shifts spread over the window
+
+
+def test_reflect_fills_the_border_with_the_mirrored_image():
+    """grid_sample's 'reflection' at align_corners=False mirrors about the image edge: a shift
+    right by 2 shows columns 1, 0, then the image (the edge pixel repeats)."""
+    x = batch(n=40, h=8, w=8) + 0.01
+    y = parse_augment("crop:2,reflect", True)(x, gen())
+    assert (y > 0).all()  # no black border anywhere
+    seen = 0
+    for xi, yi in zip(x, y):
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                rows = [min(max(r - dy, -1 - (r - dy)), 2 * 8 - 1 - (r - dy)) for r in range(8)]
+                cols = [min(max(c - dx, -1 - (c - dx)), 2 * 8 - 1 - (c - dx)) for c in range(8)]
+                if torch.equal(yi, xi[:, rows][:, :, cols]):
+                    seen += 1
+    assert seen == len(x)  # every output is exactly one mirrored-border shift of its input
+    assert "mirrored border" in parse_augment("crop:2,reflect", True).describe()
+
+
+def test_alternating_flip_mirrors_each_image_on_every_other_epoch():
+    x = batch(n=400, h=9, w=9)
+    index = torch.arange(1000, 1400)
+    aug = parse_augment(["flip:alternate"], flip_allowed=False)
+    assert aug.flip and aug.flip_alternate and aug.describe() == "flip(alternate epochs)"
+    mirrored = []
+    for epoch in range(4):
+        y = aug(x, gen(epoch), index=index, epoch=epoch)  # the generator's draw does not decide it
+        flipped = (y == x.flip(-1)).flatten(1).all(1)
+        assert ((y == x).flatten(1).all(1) ^ flipped).all()
+        mirrored.append(flipped)
+    assert 0.4 < mirrored[0].float().mean() < 0.6
+    assert torch.equal(mirrored[0], ~mirrored[1]) and torch.equal(mirrored[0], mirrored[2])
+    assert torch.equal(mirrored[1], mirrored[3])
+    assert torch.equal(alternate_flips(index[:7], 5), mirrored[1][:7])  # a pure function of index and epoch
+    assert 0.3 < (aug(x, gen()) == x.flip(-1)).flatten(1).all(1).float().mean() < 0.7  # no index: at random
 
 
 def test_translate_fraction_rounds_to_pixels_and_is_at_least_one():
@@ -236,6 +272,7 @@ def test_erase_probability_and_fixed_fill():
     (["erase"], dict(erase_p=0.5)),
     (["scale:0.8-1.25"], dict(scale=(0.8, 1.25))),
     (["affine", "rotate:5"], dict(rotate=(-5, 5), scale=(0.9, 1.1), shear=(-10, 10))),  # later wins
+    (["crop:2", "reflect", "flip:alternate"], dict(crop_px=2, reflect=True, flip=True, flip_alternate=True)),
 ])
 def test_list_form_parses_to_fields(spec, fields):
     assert parse_augment(spec, flip_allowed=False) == Augment(**fields)
@@ -251,7 +288,7 @@ def test_presets_have_the_documented_parameters():
 
 
 @pytest.mark.parametrize("spec,named", [
-    ("blur", "blur"), (["crop:x"], "crop:x"), (["rotate:-5"], "rotate:-5"), (["flip:2"], "flip:2"),
+    ("blur", "blur"), (["crop:x"], "crop:x"), (["rotate:-5"], "rotate:-5"), (["flip:2"], "flip:2"), (["reflect:1"], "reflect:1"),
     (["scale:1.2"], "scale:1.2"), (["scale:1.2-0.8"], "scale:1.2-0.8"), (["jitter:2"], "jitter:2"),
     (["erase:1.5"], "erase:1.5"), (["crop:2.5"], "crop:2.5"), ("standard,flip", "standard"),
     ("strongest", "strongest"), (["crop:4", "translate:nan"], "translate:nan"),

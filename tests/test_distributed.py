@@ -55,6 +55,20 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, two_ranks)
 
 
 
+def test_a_parameter_frozen_mid_run_stays_frozen_across_ranks(tmp_path):
+    """airbench stops training its whitening bias after epoch 3: DistributedDataParallel is
+    re-made for the new set of trainable parameters (the old one would wait for its gradient
+    forever). With a constant lr and no validation split (the last weights are kept), a 4-epoch
+    run's first 3 epochs are the 3-epoch run's: epoch 4 moved every weight but that bias."""
+    extra = ["--model", "airbench", "--image-size", "12", "--optimizer", "sgd", "--lr", "0.02",
+             "--schedule", "none", "--set", "val_fraction=0", "--devices", "2"]
+    three, _ = _train(tmp_path / "three", *extra, "--epochs", "3")
+    four, _ = _train(tmp_path / "four", *extra, "--epochs", "4")
+    bias = "features.whiten.conv.bias"
+    assert torch.equal(three[bias], four[bias]) and three[bias].abs().sum() > 0
+    assert not torch.equal(three["features.block1.conv1.weight"], four["features.block1.conv1.weight"])
+
+
 def test_torchrun_style_ranks_killed_mid_epoch_resume_with_devices(tmp_path, two_ranks):
     """Ranks started the way torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR in the
     environment), both SIGKILLed in epoch 2; `visionlab train --devices 2 --resume` then ends

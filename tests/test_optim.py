@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from visionlab.errors import UserError
-from visionlab.training.optim import make_optimizer, make_scheduler
+from visionlab.training.optim import Lookahead, make_optimizer, make_scheduler
 
 
 def _net(seed: int = 0) -> torch.nn.Module:
@@ -120,3 +120,59 @@ def test_loaded_state_takes_the_parameters_memory_layout():
         o.step()
     for a, b in zip(*(m.parameters() for m in models)):
         assert torch.equal(a, b)
+
+
+def test_triangle_is_airbenchs_schedule_and_leaves_momentum_alone():
+    """0.2 x lr at the start, lr at 23% of the steps, 0.07 x lr at the end, linear between
+    (airbench94's ``triangle(total, start=0.2, end=0.07, peak=0.23)``), momentum as set."""
+    total, lr = 100, 2.0
+    opt = make_optimizer(_net(), "sgd", lr, 0.0, momentum=0.85)
+    sched = make_scheduler(opt, "triangle", lr, total)
+    rates = [opt.param_groups[0]["lr"]]
+    for _ in range(total):
+        sched.step()
+        rates.append(opt.param_groups[0]["lr"])
+        assert opt.param_groups[0]["momentum"] == 0.85
+    assert rates[0] == pytest.approx(0.4) and rates[23] == pytest.approx(2.0) and rates[100] == pytest.approx(0.14)
+    assert rates[10] == pytest.approx(0.4 + 1.6 * 10 / 23) and rates[60] == pytest.approx(2.0 - 1.86 * 37 / 77)
+    assert max(rates) == rates[23]
+
+
+def test_lookahead_averages_every_fifth_step_from_30_percent():
+    """The weights after each step equal a hand-kept EMA with airbench's rho; before 30% of the
+    steps, and between the fifth steps, the model moves alone; end_epoch leaves model == average."""
+    total = 40
+    model = _net()
+    look = Lookahead(model, total)
+    look.sync(0)
+    assert look.first == 15  # ceil(0.3 * 40) = 12, rounded up to a multiple of 5
+    ema = None
+    for step in range(1, total + 1):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))  # an arbitrary optimiser step
+        expected = [p.detach().clone() for p in model.parameters()]
+        if step >= 15 and step % 5 == 0:
+            if ema is None:
+                ema = [e.clone() for e in expected]
+            else:
+                rho = 0.95 ** 5 * (step / total) ** 3
+                ema = [e + (1 - rho) * (x - e) for e, x in zip(ema, expected)]
+                expected = [e.clone() for e in ema]
+        look.after_step()
+        for p, e in zip(model.parameters(), expected):
+            torch.testing.assert_close(p, e, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    look.end_epoch()
+    for p, e in zip(model.parameters(), ema):
+        torch.testing.assert_close(p, e, rtol=1e-6, atol=1e-6)
+
+
+def test_lookahead_sync_restarts_from_the_model_at_an_epoch_boundary():
+    model = _net()
+    look = Lookahead(model, 40)
+    look.sync(10)
+    assert look.ema is None and look.step == 10
+    look.sync(20)
+    assert look.ema is not None and all(torch.equal(e, p) for e, p in zip(look.ema, model.parameters()))

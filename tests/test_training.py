@@ -61,15 +61,21 @@ def test_same_seed_is_bit_identical_and_other_seed_differs(tmp_path):
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
-def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch):
-    settings = dict(epochs=3, deterministic=True, augment="light")
+@pytest.mark.parametrize("settings,killed", [
+    (dict(epochs=3, deterministic=True, augment="light"), 2),
+    # airbench's recipe: lookahead averaging (from step 17 of 60 here, every 5), triangle lr,
+    # alternating flips and mirrored borders; killed in epoch 3, long after the average began
+    (dict(epochs=3, deterministic=True, augment=["crop:1", "reflect", "flip:alternate"], optimizer="sgd",
+          momentum=0.85, lr=0.05, schedule="triangle", lookahead=True), 3),
+], ids=["adam-onecycle", "airbench-recipe"])
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path, monkeypatch, settings, killed):
     train(config(tmp_path, "full", **settings))
     calls = {"n": 0}
     real = run_module.train_one_epoch
 
     def dies_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == killed:
             raise KeyboardInterrupt  # as if killed mid-epoch
         return real(*args, **kwargs)
 

@@ -105,7 +105,7 @@ TRAIN_FLAGS = {  # flag -> (type, help); each is also a config key (dashes becom
     "device": (str, "auto | cpu | cuda (default auto)"),
     "seed": (int, "one seed for split, initialisation, shuffling and augmentation (default 0)"),
     "optimizer": (str, "adam | adamw | sgd (default adam)"),
-    "schedule": (str, "onecycle | cosine | step | none (default onecycle)"),
+    "schedule": (str, "onecycle | cosine | step | triangle | none (default onecycle)"),
     "precision": (str, "auto | bf16 | fp16 | fp32 (default auto: bf16 where supported)"),
     "wandb": (str, "off | offline | online (default off)"),
     "image-size": (int, "square side to resize images to"),

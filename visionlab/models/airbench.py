@@ -23,9 +23,11 @@ for its speed, kept from airbench94.py:
 - The logits are scaled by 1/9: a fixed temperature that keeps them small while the learning
   rate is large.
 
-What airbench94.py does beyond the network (lookahead EMA of the weights, freezing the
-whitening bias after 3 epochs, alternating flips, reflect padding) is not here: see
-studies/cifar10-fast.yaml.
+- ``on_epoch`` freezes the whitening bias after ``WHITEN_BIAS_EPOCHS`` epochs, as airbench.
+
+The rest of airbench94's recipe is in the training options studies/cifar10-fast.yaml sets:
+``schedule: triangle``, ``lookahead: true`` (training/optim.py) and the augmentation
+``[crop:2, reflect, flip:alternate]`` (training/augment.py).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ BN_MOMENTUM = 0.4  # torch's convention: weight of the new batch's statistics
 BN_EPS = 1e-12  # airbench's; the normalised maps never have near-zero variance in practice
 BN_BIAS_LR = 64.0  # BatchNorm shifts learn this many times faster than other weights (SGD)
 HEAD_SCALE = 1 / 9  # logits are the head's output times this
+WHITEN_BIAS_EPOCHS = 3  # the whitening layer's bias trains for this many epochs, then stays
 
 
 class ShiftNorm(nn.BatchNorm2d):
@@ -129,6 +132,12 @@ class Airbench(FeatureModel):
 
     def get_classifier(self) -> nn.Module:
         return self.head
+
+    def on_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before each epoch (0-based): from epoch
+        ``WHITEN_BIAS_EPOCHS`` on, the whitening bias stops training (it never restarts one)."""
+        if epoch >= WHITEN_BIAS_EPOCHS:
+            self.features.whiten.conv.bias.requires_grad_(False)
 
     @torch.no_grad()
     def init_from_data(self, images: np.ndarray, mean: list[float], std: list[float]) -> None:

@@ -6,7 +6,8 @@ per-sample random parameter comes from ONE draw on the ``torch.Generator`` the c
 so one seed drives a run, and saving ``generator.get_state()`` in a checkpoint makes it
 resumable. There is no Python loop over samples; each step is a few tensor ops on the batch:
 
-1. geometry: random crop (== integer translation within +-pad, zero fill), horizontal flip,
+1. geometry: random crop (== integer translation within +-pad, zero or mirrored fill), horizontal flip
+   (at random, or airbench's alternating flip: each image mirrored on every other epoch),
    rotation, scale and shear fold into one (B, 2, 3) affine matrix per sample, applied with one
    ``F.affine_grid`` + ``F.grid_sample``. With only integer shifts and flips every sample point
    is a pixel centre, so 'nearest' copies pixels exactly; anything else uses 'bilinear'.
@@ -48,6 +49,8 @@ class Augment:
     crop_px: int = 0  # max integer translation in pixels (a random crop of the zero-padded image)
     translate: float = 0.0  # the same as a fraction of each side, rounded, at least 1 px; 0: off
     flip: bool = False  # mirror left-right with probability 1/2
+    flip_alternate: bool = False  # with flip: each image mirrored on alternate epochs instead (airbench)
+    reflect: bool = False  # shifted-in border pixels mirror the image (grid_sample 'reflection') instead of 0
     rotate: tuple[float, float] = (0.0, 0.0)  # angle range in degrees, counter-clockwise positive
     scale: tuple[float, float] = (1.0, 1.0)  # zoom range; > 1 enlarges the content
     shear: tuple[float, float] = (0.0, 0.0)  # horizontal shear angle range in degrees
@@ -65,6 +68,7 @@ class Augment:
                f"crop must be whole pixels >= 0, got {self.crop_px}")
         _check(0 <= self.translate <= 0.5, f"translate must be a fraction of the side in [0, 0.5], got {self.translate}")
         _check(not (self.crop_px and self.translate), "set crop (pixels) or translate (fraction), not both")
+        _check(self.flip or not self.flip_alternate, "flip_alternate needs flip")
         _check_range("rotate", self.rotate, -180, 180)
         _check_range("scale", self.scale, 1e-3, 10)
         _check_range("shear", self.shear, -45, 45)
@@ -97,8 +101,10 @@ class Augment:
             inverse = 1 / self.translate
             side = f"side/{inverse:g}" if inverse.is_integer() else f"{self.translate:g}×side"
             parts.append(f"crop(pad={side})")
+        if self.reflect and parts:
+            parts[-1] = parts[-1][:-1] + ", mirrored border)"
         if self.flip:
-            parts.append("flip")
+            parts.append("flip(alternate epochs)" if self.flip_alternate else "flip")
         for name, (lo, hi) in (("rotate", self.rotate), ("shear", self.shear)):
             if (lo, hi) != (0, 0):
                 parts.append(f"{name}(±{hi:g}°)" if lo == -hi else f"{name}({lo:g}°–{hi:g}°)")
@@ -112,8 +118,11 @@ class Augment:
             parts.append(f"erase(p={self.erase_p:g}, area={self.erase_area[0]:g}–{self.erase_area[1]:g}{fill})")
         return " + ".join(parts) or "none"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """(B, C, H, W) float in [0, 1] -> the same shape, dtype and device, augmented."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, index: torch.Tensor | None = None,
+                 epoch: int = 0) -> torch.Tensor:
+        """(B, C, H, W) float in [0, 1] -> the same shape, dtype and device, augmented.
+        ``index`` (B,): the images' places in the training set, and ``epoch``, for alternating
+        flips; without ``index`` they flip at random."""
         if self.is_identity:
             return x
         if x.ndim != 4 or not x.is_floating_point():
@@ -125,6 +134,8 @@ class Augment:
             # All random parameters in one draw, on the generator's own device (CPU or the
             # training device), then moved: (B, 14 + C) uniforms in [0, 1).
             u = torch.rand(n, _N_COLS + c, generator=generator, device=generator.device).to(x.device)
+            if self.flip_alternate and index is not None:
+                u[:, FLIP] = torch.where(alternate_flips(index.to(x.device), epoch), 0.25, 0.75)  # < 0.5 mirrors
             y = x.float()
             if self._moves:
                 y = self._geometry(y, u)
@@ -139,7 +150,8 @@ class Augment:
         theta = _theta(self, u, h, w)  # (B, 2, 3)
         grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)  # (B, H, W, 2) in [-1, 1]
         mode = "bilinear" if self._bends else "nearest"
-        y = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        y = F.grid_sample(x, grid, mode=mode, padding_mode="reflection" if self.reflect else "zeros",
+                          align_corners=False)
         return y.clamp_(0, 1) if self._bends else y  # bilinear weights may sum to 1 + eps
 
     def _jitter(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -174,6 +186,15 @@ class Augment:
         inside &= (u[:, ERASE] < self.erase_p).view(n, 1, 1, 1)  # only the chosen samples
         fill = u[:, _N_COLS:].view(n, c, 1, 1) if self.erase_value is None else x.new_tensor(self.erase_value)
         return torch.where(inside, fill, x)
+
+
+def alternate_flips(index: torch.Tensor, epoch: int) -> torch.Tensor:
+    """(B,) bool: which images are mirrored this epoch under airbench's alternating flip. Each
+    image has a fixed coin (the top bit of a multiplicative hash of its index: no state to keep
+    or checkpoint) and is mirrored when the coin differs from the epoch's parity, so every image
+    is seen both ways in any two consecutive epochs; random flips leave a quarter unseen one way."""
+    coin = (index.long() * 2654435761) % 2**32 >= 2**31  # Knuth's multiplicative hash, top bit
+    return coin ^ bool(epoch % 2)
 
 
 def _theta(aug: Augment, u: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -244,6 +265,8 @@ TOKENS = {
     "crop[:PAD]": "integer shifts within +-PAD pixels, zero fill (default 1/8 of the side)",
     "translate[:FRAC]": "integer shifts within +-FRAC of the side (default 0.125)",
     "flip": "mirror left-right half the time (even for digit datasets)",
+    "flip:alternate": "mirror each image on every other epoch (airbench's alternating flip)",
+    "reflect": "shifts fill the border with the mirrored image instead of black",
     "rotate[:DEG]": "rotate within +-DEG degrees (default 15)",
     "scale[:LO-HI]": "zoom within LO..HI (default 0.9-1.1)",
     "shear[:DEG]": "shear within +-DEG degrees (default 10)",
@@ -288,14 +311,16 @@ def _apply_token(fields: dict, token: str) -> None:
     """Update ``fields`` (Augment keyword arguments) for one token like 'crop:4'."""
     name, _, arg = token.partition(":")
     name, arg = name.strip(), arg.strip()
-    if name in ("flip", "affine") and arg:
-        raise ValueError(f"'{name}' takes no value")
+    if name in ("affine", "reflect") and arg or name == "flip" and arg not in ("", "alternate"):
+        raise ValueError(f"'{name}' takes no value" if name != "flip" else "'flip' takes no value or 'alternate'")
     if name == "crop":  # crop:PAD in pixels; plain crop scales with the image (1/8 of the side)
         fields.update(crop_px=int(_number(arg, whole=True)) if arg else 0, translate=0.0 if arg else 1 / 8)
     elif name == "translate":
         fields.update(crop_px=0, translate=_number(arg) if arg else 1 / 8)
     elif name == "flip":
-        fields["flip"] = True
+        fields.update(flip=True, flip_alternate=arg == "alternate")
+    elif name == "reflect":
+        fields["reflect"] = True
     elif name in ("rotate", "shear"):
         deg = _number(arg) if arg else {"rotate": 15.0, "shear": 10.0}[name]
         fields[name] = (-deg, deg)

@@ -44,11 +44,12 @@ class TrainConfig(BaseModel):
     lr: float = Field(2e-3, gt=0.0)  # peak learning rate (Adam with one-cycle: 2e-3 suits the small nets)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd momentum (nesterov)
-    schedule: Literal["onecycle", "cosine", "step", "none"] = "onecycle"  # per-step lr schedule
+    schedule: Literal["onecycle", "cosine", "step", "triangle", "none"] = "onecycle"  # per-step lr schedule
     weight_decay: float = Field(0.0, ge=0.0)  # L2 (adam, sgd) or decoupled (adamw)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     class_weights: Literal["none", "balanced"] = "none"  # balanced: loss weights n / (k * count)
     grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm
+    lookahead: bool = False  # airbench's weight averaging over the last 70% of steps (optim.Lookahead)
     early_stopping: int = Field(0, ge=0)  # stop after this many epochs without val-accuracy gain; 0 = off
     # engine
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -48,11 +49,12 @@ class Engine:
     scaler: torch.amp.GradScaler | None = None  # fp16 only
     tuner: "ThreadTuner | None" = None  # CPU: each epoch keeps torch's threads or drops to one, whichever is faster
 
-    def prepare(self, images_u8: torch.Tensor, augment=None, generator=None) -> torch.Tensor:
-        """(B, H, W, C) uint8 -> (B, C, H, W) float, augmented in [0, 1], then normalised."""
+    def prepare(self, images_u8: torch.Tensor, augment=None, generator=None, index=None, epoch: int = 0) -> torch.Tensor:
+        """(B, H, W, C) uint8 -> (B, C, H, W) float, augmented in [0, 1], then normalised.
+        ``index`` (B,) the images' places in the training split and ``epoch``: for flip:alternate."""
         x = images_u8.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC storage: already channels_last
         if augment is not None:
-            x = augment(x, generator)
+            x = augment(x, generator, index=index, epoch=epoch)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
@@ -61,7 +63,7 @@ def to_device(images, labels, device: torch.device) -> DeviceSplit:
     """Move a split's uint8 images and labels to the device once (no float copy of the set)."""
     x = torch.from_numpy(images if images.flags.writeable else images.copy()) if len(labels) else torch.zeros(
         (0, *images.shape[1:]), dtype=torch.uint8)
-    return DeviceSplit(x.to(device), torch.as_tensor(labels, dtype=torch.long).to(device))
+    return DeviceSplit(x.to(device), torch.from_numpy(np.array(labels, dtype=np.int64)).to(device))  # a copy: labels may be a read-only memmap
 
 
 def autocast_for(device: torch.device, precision: str):
@@ -74,13 +76,15 @@ def autocast_for(device: torch.device, precision: str):
 
 def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer, scheduler, *, batch_size: int,
                     augment, generator: torch.Generator, grad_clip: float | None, accumulate: int = 1,
-                    on_step=None, world: World = SINGLE, augment_generator: torch.Generator | None = None) -> dict:
+                    on_step=None, world: World = SINGLE, augment_generator: torch.Generator | None = None,
+                    epoch: int = 0, lookahead=None) -> dict:
     """One pass over a fresh permutation. accumulate > 1 splits each batch into that many
     micro-batches with the gradients summed: the same optimisation in less memory.
     With several ranks (``world``), each global batch of ``batch_size`` is shared out
     ``[rank::size]`` and the loss scaled so that DistributedDataParallel's gradient average is
     the global batch's mean gradient; ``augment_generator`` (default: ``generator``) draws the
-    augmentation. on_step(images, loss_sum, correct, seen) is called after each step (a progress bar)."""
+    augmentation. ``lookahead`` (optim.Lookahead) averages the weights after each step.
+    on_step(images, loss_sum, correct, seen) is called after each step (a progress bar)."""
     model.train()
     n = len(data)
     perm = torch.randperm(n, generator=generator, device=engine.device)  # the same on every rank
@@ -101,7 +105,7 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
         idx = batch[world.rank::world.size]
         optimizer.zero_grad(set_to_none=True)
         for chunk in idx.split(micro):
-            x = engine.prepare(data.images[chunk], augment, augment_generator)  # (b, C, H, W)
+            x = engine.prepare(data.images[chunk], augment, augment_generator, chunk, epoch)  # (b, C, H, W)
             y = data.labels[chunk]
             with engine.autocast():
                 logits = model(x)  # (b, n_classes)
@@ -111,6 +115,8 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
             loss_sum += loss.detach() * (len(batch) / world.size)
             correct += (logits.detach().argmax(1) == y).sum()
         optimizer_step(model, optimizer, scheduler, engine, grad_clip)
+        if lookahead is not None:
+            lookahead.after_step()
         seen += len(idx)
         if tuner is not None:
             tuner.after_step()

@@ -25,7 +25,7 @@ from . import checkpoint, distributed
 from .config import TrainConfig, save_config
 from .loop import (Engine, NonFiniteLoss, ThreadTuner, autocast_for, evaluate, is_out_of_memory, make_loss, to_device,
                    train_one_epoch)
-from .optim import make_optimizer, make_scheduler
+from .optim import Lookahead, make_optimizer, make_scheduler
 from .tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,7 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
     steps_per_epoch = max(1, len(train_split) // config.batch_size + (last >= 2 * world.size))
     optimizer = make_optimizer(model, config.optimizer, config.lr, config.weight_decay, config.momentum)
     scheduler = make_scheduler(optimizer, config.schedule, config.lr, config.epochs * steps_per_epoch)
+    lookahead = Lookahead(model, config.epochs * steps_per_epoch) if config.lookahead else None
     generator = torch.Generator(device=engine.device)
     generator.manual_seed(config.seed)
     state_path, best_path = out / "checkpoint.safetensors", out / "model.safetensors"
@@ -252,9 +253,11 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
         restore_rng(rng, generator)
         start_epoch, best, stale = meta["epoch"], meta["best_val_accuracy"], meta["stale_epochs"]
         log.info("resuming %s at epoch %d of %d (best val accuracy %.4f)", out, start_epoch + 1, config.epochs, best)
-    parallel = distributed.wrap(model, world, engine.device, config.sync_bn)
-    compiled = torch.compile(parallel) if config.compile else parallel
-    scorer = compiled if not world.distributed else model  # validation: every rank, the whole split, no collectives
+    if lookahead is not None:
+        lookahead.sync(start_epoch * steps_per_epoch)
+    on_epoch = getattr(model, "on_epoch", None)  # a model's own schedule (airbench: freeze a bias after epoch 3)
+    trainable = None
+    parallel = compiled = scorer = None
     augment_generator = None  # one rank: the permutation's generator also draws the augmentation
     if world.distributed:  # several: the same permutation everywhere, each rank its own augmentation draws
         augment_generator = torch.Generator(device=engine.device)
@@ -268,6 +271,16 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
     accumulate = 1
     epoch = start_epoch
     while epoch < config.epochs:
+        if on_epoch is not None:
+            on_epoch(epoch, config.epochs)
+        now_trainable = [p.requires_grad for p in model.parameters()]
+        if trainable is None or (now_trainable != trainable and world.distributed):
+            # DistributedDataParallel reduces the parameters trainable when it was made: re-made
+            # when that set changes (it would wait for the frozen one's gradient forever)
+            trainable = now_trainable
+            parallel = distributed.wrap(model, world, engine.device, config.sync_bn)
+            compiled = torch.compile(parallel) if config.compile else parallel
+            scorer = compiled if not world.distributed else model  # validation: every rank, the whole split
         if augment_generator is not None:  # resumable without saving every rank's state
             augment_generator.manual_seed((config.seed * 1_000_003 + epoch * 1_009 + world.rank) % 2**63)
         try:
@@ -275,7 +288,8 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
                 stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
                                         batch_size=config.batch_size, augment=augment, generator=generator,
                                         grad_clip=config.grad_clip, accumulate=accumulate, on_step=on_step,
-                                        world=world, augment_generator=augment_generator)
+                                        world=world, augment_generator=augment_generator, epoch=epoch,
+                                        lookahead=lookahead)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -286,7 +300,11 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
             # back to the start of this epoch: finished epochs are kept, this one is redone
             rng, _ = checkpoint.load_training_state(state_path, model, optimizer, scheduler)
             restore_rng(rng, generator)
+            if lookahead is not None:
+                lookahead.sync(epoch * steps_per_epoch)
             continue
+        if lookahead is not None:
+            lookahead.end_epoch()  # the model becomes the average; validation and checkpoint see it
         distributed.broadcast_buffers(world, model)
         stats.update(evaluate(scorer, val_split, engine, config.eval_batch_size))
         stats = {"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[0]["lr"]}
