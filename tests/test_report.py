@@ -151,14 +151,14 @@ def test_missing_keys_and_figures_still_render(tmp_path):
 
 
 def test_failed_write_keeps_the_old_report(tmp_path, monkeypatch):
-    import visionlab.report.html as report_html
+    import visionlab.files
 
     (tmp_path / "report.html").write_text("old")
 
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_html.os, "replace", broken_replace)
+    monkeypatch.setattr(visionlab.files.os, "replace", broken_replace)
     with pytest.raises(OSError):
         write_report(tmp_path, {"dataset": {}, "experiments": []})
     assert (tmp_path / "report.html").read_text() == "old" and not list(tmp_path.glob(".*tmp"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from .centroids import find_mistakes, plot_confident_mistakes, plot_distance_rat
 from .curves import overfit_flag, read_history
 from .feature_maps import feature_map_figures
 from .tsne import MIN_POINTS, TSNEConfig, embed_tsne, plot_tsne, plotly_tsne_3d, stratified_subsample
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 N_CONFIDENT = 16  # mistakes in the gallery
@@ -72,9 +72,7 @@ def analyze_run(run_dir: Path, test_images: np.ndarray, classes: list[str], *, n
     figures.update(_feature_maps(run_dir, record, test_images, classes, out, feature_map_images, seed, device))
     result = {"tsne": tsne, "misclassification": misclassification, "overfit": _overfit(run_dir),
               "figures": {k: str(Path(v).relative_to(run_dir)) for k, v in figures.items()}, "params": params}
-    tmp = result_path.with_name(f".{result_path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, result_path)  # written last, so a killed analysis leaves no analysis.json
+    write_text(result_path, json.dumps(result, indent=1))  # written last: a killed analysis leaves no analysis.json
     return result
 
 

@@ -16,6 +16,7 @@ renamed into place: a kill mid-decode leaves no half entry.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,10 +47,26 @@ def pixel_hashes(images: np.ndarray) -> np.ndarray:
                     dtype=np.uint64)
 
 
-def write_entry(entry: Path, decoded: Decoded, meta: dict) -> None:
+@contextlib.contextmanager
+def staged_entry(entry: Path):
+    """A temporary folder beside ``entry`` to write a cache entry into (ending with its
+    meta.json), renamed to ``entry`` when the block ends without error: a kill or an error
+    leaves no half entry. If another process published the same entry first, theirs is kept."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".tmp-", dir=entry.parent))
     try:
+        yield tmp
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another process wrote the same entry first: theirs is as good
+            if not (entry / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_entry(entry: Path, decoded: Decoded, meta: dict) -> None:
+    with staged_entry(entry) as tmp:
         for name, part in decoded.parts.items():
             np.save(tmp / f"{name}.images.npy", part.images)
             np.save(tmp / f"{name}.labels.npy", part.labels)
@@ -60,13 +77,6 @@ def write_entry(entry: Path, decoded: Decoded, meta: dict) -> None:
         meta = {**meta, "version": CACHE_VERSION, "classes": decoded.classes, "skipped": decoded.skipped,
                 "parts": {n: len(p.labels) for n, p in decoded.parts.items()}, "image_shape": list(shape)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # another process wrote the same entry first: theirs is as good
-            if not (entry / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_meta(entry: Path) -> dict | None:

@@ -8,12 +8,12 @@ with a single image (real folders have them) while giving the same totals otherw
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..files import save_npz
 
 SPLITS = ("train", "val", "test")
 
@@ -82,8 +82,6 @@ def load_or_make(entry: Path, parts: dict[str, np.ndarray], val_fraction: float,
             return {s: (str(z[f"{s}_part"]), z[f"{s}_index"]) for s in SPLITS}
     split = make_split(parts, val_fraction, test_fraction, seed)
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **{f"{s}_part": np.array(p) for s, (p, _) in split.items()},
-             **{f"{s}_index": i for s, (_, i) in split.items()})
-    tmp.replace(path)
+    save_npz(path, **{f"{s}_part": np.array(p) for s, (p, _) in split.items()},
+                   **{f"{s}_index": i for s, (_, i) in split.items()})
     return split

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from ..data.splits import SPLITS
 from . import figures, handcrafted, quality, stats
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_CLASS = 8
@@ -162,7 +162,7 @@ def run_eda(dataset, out: Path, *, seed: int = 0, samples_per_class: int = SAMPL
     record["observations"] = observations(record)
     clock.lap("observations")
     record["seconds"] = {**clock.seconds, "total": round(sum(clock.seconds.values()), 3)}
-    _write_json(out / "eda.json", record)
+    write_text(out / "eda.json", json.dumps(record, indent=1, default=_plain))
     from ..report import write_eda_html
 
     write_eda_html(out, record)
@@ -284,10 +284,6 @@ def observations(r: dict) -> list[str]:
     return notes
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=_plain))
-    os.replace(tmp, path)
 
 
 def _plain(value):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import save_npz
 
 KEYS = ("logits", "labels", "features", "indices", "train_centroids", "train_counts")
 
@@ -25,9 +26,7 @@ def save_record(path: Path, **arrays: np.ndarray) -> None:
     missing = set(KEYS) - set(arrays)
     if missing:
         raise ValueError(f"predictions record lacks {sorted(missing)}")
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    save_npz(path, **arrays)
 
 
 def load_record(path: Path) -> dict[str, np.ndarray]:

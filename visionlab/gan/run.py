@@ -14,7 +14,6 @@ import base64
 import html
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from .config import GANConfig
 from .models import build_gan
 from .quality import load_or_train_classifier, make_scorer, plot_quality, reference_stats, score_images
 from .train import STATE_FILE, fit, plot_losses, read_jsonl, saved_epoch, to_unit_range
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 IMAGE_SIZE = 28  # both architectures generate 28x28; every source is resized to it
@@ -74,8 +74,8 @@ def run_gan(config: GANConfig, resume: bool = False) -> dict:
         "seconds": round(time.perf_counter() - start, 3),  # this invocation, data loading included
         "out": str(out),
     }
-    write_atomic(out / "gan.json", json.dumps(record, indent=1))
-    write_atomic(out / "gan.html", render_html(record, out))
+    write_text(out / "gan.json", json.dumps(record, indent=1))
+    write_text(out / "gan.html", render_html(record, out))
     return record
 
 
@@ -96,10 +96,6 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _img(path: Path, alt: str) -> str:

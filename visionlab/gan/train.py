@@ -28,6 +28,7 @@ from ..training import checkpoint
 from ..training.checkpoint import join_optimizer, split_optimizer  # the optimiser <-> tensors layout
 from ..training.loop import NonFiniteLoss
 from ..training.run import restore_rng, rng_state
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 STATE_FILE = "checkpoint.safetensors"
@@ -202,9 +203,7 @@ def keep_epochs(path: Path, last: int) -> None:
     """Rewrite a jsonl log keeping only epochs <= last (atomically)."""
     if not path.exists():
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["epoch"] <= last))
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["epoch"] <= last))
 
 
 def save_grid(images: torch.Tensor, path: Path, pad: int = 2) -> None:

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import numbers
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import NamedTuple
 
 import jinja2
 from markupsafe import Markup, escape
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -294,18 +294,7 @@ def write_report(out_dir: Path, summary: Mapping) -> Path:
     """Write out_dir/report.html (a temporary file, then renamed: never half a report); its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return _write_atomic(out_dir / "report.html", render_html(out_dir, summary))
-
-
-def _write_atomic(path: Path, html: str) -> Path:
-    """Write to a temporary sibling, then rename over path: never half a page."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(out_dir / "report.html", render_html(out_dir, summary))
 
 
 def write_eda_html(out_dir: Path, eda: Mapping) -> Path:
@@ -316,7 +305,7 @@ def write_eda_html(out_dir: Path, eda: Mapping) -> Path:
                                                              max_listed=MAX_LISTED)
     if figures.missing:
         log.warning("eda.html: %d figure(s) not available: %s", len(figures.missing), "; ".join(figures.missing))
-    return _write_atomic(out_dir / "eda.html", html)
+    return write_text(out_dir / "eda.html", html)
 
 
 # ---- summary.md -------------------------------------------------------------------------------

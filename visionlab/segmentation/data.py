@@ -17,9 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,9 +173,7 @@ def _decode_part(pairs: list[tuple[Path, Path]], size: tuple[int, int] | None) -
 
 def _write_entry(entry: Path, layout, size: tuple[int, int] | None) -> None:
     """Decode every part into a temporary folder, then rename it into place (no half entry)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=entry.name + ".tmp-", dir=entry.parent))
-    try:
+    with cache.staged_entry(entry) as tmp:
         parts, values, shape = {}, set(), None
         for name, pairs in layout.pairs.items():
             if not pairs:
@@ -196,13 +191,6 @@ def _write_entry(entry: Path, layout, size: tuple[int, int] | None) -> None:
         meta = {"version": cache.CACHE_VERSION, "kind": "segment", "layout": layout.name, "id_kind": layout.id_kind,
                 "parts": parts, "image_shape": list(shape), "mask_values": sorted(values)}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.rename(tmp, entry)
-        except OSError:  # another process wrote the same entry first: theirs is as good
-            if not (entry / "meta.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_part(entry: Path, name: str, lut: np.ndarray) -> SegSplit:

@@ -27,6 +27,7 @@ from ..errors import UserError, check_writable_dir
 from . import classes as C
 from .augment import JointAugment
 from .metrics import image_ious, per_image_confusion, segmentation_metrics
+from ..files import save_npz
 
 log = logging.getLogger(__name__)
 RECORD = "predictions.npz"
@@ -49,9 +50,7 @@ def write_record(path: Path, preds: np.ndarray, masks: np.ndarray, n_classes: in
     record = {"preds": np.asarray(preds, np.uint8), "masks": np.asarray(masks, np.uint8)}
     record["per_image_cm"] = per_image_confusion(torch.from_numpy(record["masks"]), torch.from_numpy(record["preds"]),
                                                  n_classes).numpy()
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, **record)
-    tmp.replace(path)
+    save_npz(path, compressed=True, **record)
     return record
 
 

@@ -7,13 +7,13 @@ every value passes Jinja2's autoescape: a class named ``<b>`` shows as those thr
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 
 from ..report.html import TEMPLATES, Figures, fixed, num, pct, secs
+from ..files import write_text
 
 SECTION = """
 <section class="card" id="segmentation">
@@ -102,8 +102,4 @@ def write_report(out_dir: Path, record: dict) -> Path:
     out_dir = Path(out_dir)
     page = _environment().from_string(PAGE).render(r=record, section=render_section(out_dir, record),
                                                    css=Markup((TEMPLATES / "report.css").read_text()))
-    path = out_dir / "segment.html"
-    tmp = out_dir / f".segment.html.{os.getpid()}.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(out_dir / "segment.html", page)

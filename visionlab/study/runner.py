@@ -24,6 +24,7 @@ import yaml
 
 from ..errors import UserError
 from .config import StudyConfig, experiment_config
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +182,8 @@ def run_study(study: StudyConfig, out: Path | None = None, quick: bool = False, 
         "experiments": records, "comparison": comparison,
         "observations": observations(records, dataset.classes),
     }
-    _write_atomic(out / "summary.json", json.dumps(summary, indent=1))
-    _write_atomic(out / "summary.md", render_markdown(summary))
+    write_text(out / "summary.json", json.dumps(summary, indent=1))
+    write_text(out / "summary.md", render_markdown(summary))
     _stage(n_stages, n_stages, "report")
     report = write_report(out, summary)
     log.info("study done in %.0f s; report: %s", time.perf_counter() - start, report)
@@ -199,7 +200,3 @@ def _check_out(out: Path) -> None:
         raise UserError(f"{out}: cannot write the study folder ({exc.strerror}); choose another --out") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

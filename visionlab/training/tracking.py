@@ -14,6 +14,7 @@ import string
 from pathlib import Path
 
 from ..errors import UserError
+from ..files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,7 @@ class Tracker:
     def __init__(self, out: Path, config, start_epoch: int):
         self.path = out / "metrics.jsonl"
         self.history = [h for h in _read_jsonl(self.path) if h.get("epoch", 0) <= start_epoch]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(h) + "\n" for h in self.history))
         self._file = open(self.path, "a")
         self._wandb = _start_wandb(out, config) if config.wandb != "off" else None
         self._tb = _start_tensorboard(out) if config.tensorboard else None
