@@ -13,6 +13,7 @@ for the HTML report. Class names are passed to both libraries as data, never for
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +48,17 @@ class TSNEConfig:
     interval_width_2d: float = 2.0  # embedding units per FFT box
     min_intervals_2d: int = 30  # FFT boxes a side at least (openTSNE: 50)
     theta_3d: float = 1.0  # Barnes-Hut opening angle in 3-D (openTSNE: 0.5): 2-3x faster, coarser far field
-    n_jobs: int = -1  # threads for kNN and gradients; -1: all cores
+    n_jobs: int | None = None  # threads for kNN and gradients; None: OMP_NUM_THREADS if set (a study
+    #   worker's share of the cores), else all cores
     random_state: int = 0  # seeds the kNN index, PCA and the initialisation
+
+
+def _omp_threads() -> int:
+    """OMP_NUM_THREADS when set to a count (a parallel study worker's share of the cores), else -1 (all)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return -1
 
 
 @dataclass
@@ -107,7 +117,8 @@ def embed_tsne(features: np.ndarray, config: TSNEConfig = TSNEConfig()) -> TSNER
         x = PCA(n_components, random_state=config.random_state).fit_transform(x)
     lap("pca")
     perplexity = min(config.perplexity, (n - 1) / 3)
-    affinities = PerplexityBasedNN(x, perplexity=perplexity, n_jobs=config.n_jobs,
+    jobs = config.n_jobs or _omp_threads()
+    affinities = PerplexityBasedNN(x, perplexity=perplexity, n_jobs=jobs,
                                    random_state=config.random_state)
     lap("affinities")
     small = n <= SMALL_N  # FFT's interpolation grid and thread start-up cost seconds for nothing here
@@ -115,7 +126,7 @@ def embed_tsne(features: np.ndarray, config: TSNEConfig = TSNEConfig()) -> TSNER
     # small sets get openTSNE's accurate defaults (theta 0.5, full iterations): a few seconds at most
     runs = {2: ("bh", config.iter_2d, {}) if small else ("fft", config.iter_2d, fft),
             3: ("bh", config.iter_2d, {"theta": 0.5}) if small else ("bh", config.iter_3d, {"theta": config.theta_3d})}
-    n_jobs = 1 if small else config.n_jobs
+    n_jobs = 1 if small else jobs
     embeddings, kls = {}, {}
     for d, (method, n_iter, extra) in runs.items():
         # PCA initialisation keeps the global layout reproducible (openTSNE rescales it to std 1e-4)
