@@ -120,11 +120,13 @@ class SGD(Optimizer):
 
     def _update(self, params, grads, states) -> None:
         g = self.group
-        first = bool(states) and int(states[0]["step"]) == 0
         torch._foreach_add_([s["step"] for s in states], 1)
         buffers = [s["momentum_buffer"] for s in states] if g["momentum"] > 0 else []
+        # is_first_step=False always: on a first step torch's kernel sets the buffer to the
+        # gradient, which is what momentum * 0 + (1 - dampening) * gradient gives with the zero
+        # buffers here and no dampening; asking the device's step count would stall every step
         torch._fused_sgd_(params, grads, buffers, weight_decay=g["weight_decay"], momentum=g["momentum"], lr=g["lr"],
-                          dampening=0.0, nesterov=g["nesterov"], maximize=False, is_first_step=first)
+                          dampening=0.0, nesterov=g["nesterov"], maximize=False, is_first_step=False)
 
 
 def make_optimizer(model, name: str, lr: float, weight_decay: float, momentum: float) -> Optimizer:
