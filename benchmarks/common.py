@@ -42,7 +42,13 @@ def measured(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -
 def machine() -> str:
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())
-    return f"{cpu}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}"
+    described = f"{cpu}, {len(os.sched_getaffinity(0))} cores, Python {platform.python_version()}"
+    try:  # the GPUs, named, where there are any (nvidia-smi answers without importing torch)
+        gpus = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        gpus = []
+    return described + (f", GPU: {'; '.join(gpus)}" if gpus else ", no GPU")
 
 
 PYTHON = sys.executable

@@ -1,5 +1,5 @@
 """Every benchmark, one command, one machine, one run: data, training vs the notebook peer,
-t-SNE, EDA, studies (and segmentation when its script is there).
+t-SNE, EDA, studies, segmentation, and the GPU fast path (cifar10-fast.yaml) where there is a GPU.
 
 usage: python benchmarks/run_all.py [--runs 3] [--skip NAME ...]
 Each script writes its JSON under benchmarks/results/; this one collects their Markdown tables
@@ -33,6 +33,7 @@ def suite(runs: int) -> dict[str, list[str]]:
     }
     if (here / "bench_segment.py").exists():
         scripts["segment"] = [str(here / "bench_segment.py")]
+    scripts["fast"] = [str(here / "bench_fast.py")]  # the GPU fast path; a one-line skip without a GPU
     return scripts
 
 
