@@ -295,3 +295,34 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
         assert torch.get_num_threads() == 2 and tuner.times == {2: [], 1: []}
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "triangle"), ("adam", "onecycle")])
+def test_training_steps_never_read_values_back_from_the_device(monkeypatch, optimizer, schedule):
+    """The GPU fast path's rule (no host synchronisation inside the step), checked on CPU: in an
+    epoch nothing turns a tensor into a Python value except the NaN watch every CHECK_EVERY steps
+    (on a GPU it reads a pinned copy one check late, without waiting) and the epoch's totals at
+    the end. Every optimiser, schedule, lookahead and augmentation step is on the path."""
+    from visionlab.models import ModelOptions, build_model
+    from visionlab.training.augment import parse_augment
+    from visionlab.training.loop import CHECK_EVERY, DeviceSplit, Engine, autocast_for, make_loss, train_one_epoch
+    from visionlab.training.optim import Lookahead, make_optimizer, make_scheduler
+
+    cpu, steps = torch.device("cpu"), 40
+    model = build_model("cnn2", 10, 3, (12, 12), ModelOptions(batch_norm=True))
+    data = DeviceSplit(torch.randint(0, 255, (16 * steps, 12, 12, 3), dtype=torch.uint8),
+                       torch.randint(0, 10, (16 * steps,)))
+    engine = Engine(cpu, torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), autocast_for(cpu, "bf16"), True)
+    opt = make_optimizer(model, optimizer, 0.01, 1e-4, 0.9)
+    lookahead = Lookahead(model, steps)
+    lookahead.sync(0)
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy"):
+        def spy(self, *args, _real=getattr(torch.Tensor, name), _name=name, **kwargs):
+            reads.append(_name)
+            return _real(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    train_one_epoch(model, data, engine, make_loss(None, 0.1), opt, make_scheduler(opt, schedule, 0.01, steps),
+                    batch_size=16, augment=parse_augment(["crop:2", "reflect", "flip:alternate", "jitter", "erase"], True),
+                    generator=torch.Generator().manual_seed(0), grad_clip=1.0, lookahead=lookahead, epoch=1)
+    assert sorted(reads) == sorted(["__bool__"] * -(-steps // CHECK_EVERY) + ["tolist"])
