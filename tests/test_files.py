@@ -36,3 +36,17 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch, write):
     with pytest.raises(OSError, match="disk full"):
         write(path)
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["out.npz"]
+
+
+def test_load_npz_reads_arrays_and_refuses_in_one_line(tmp_path):
+    from visionlab.errors import UserError
+    from visionlab.files import load_npz
+
+    save_npz(tmp_path / "ok.npz", a=np.arange(4))
+    assert np.array_equal(load_npz(tmp_path / "ok.npz", "record")["a"], np.arange(4))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=r"bad.npz: cannot read the predictions record"):
+        load_npz(tmp_path / "bad.npz", "predictions record")
+    np.savez(tmp_path / "pickled.npz", o=np.array([{"x": 1}], dtype=object))  # never unpickled
+    with pytest.raises(UserError, match="cannot read"):
+        load_npz(tmp_path / "pickled.npz", "record")["o"]

@@ -127,18 +127,14 @@ def _parse_set(items: list[str] | None) -> dict:
 
 def cmd_train(args) -> int:
     from .training import load_config, train
-    from .training.config import read_yaml
+    from .training.config import read_yaml, resume_config_file
 
     overrides = {key.replace("-", "_"): getattr(args, key.replace("-", "_")) for key in TRAIN_FLAGS}
     overrides.update(_parse_set(args.set))
     overrides["out"] = args.out
     config_file = args.config
     if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        config_file = Path(args.out) / "config.yaml"
-        if not config_file.exists():
-            raise UserError(f"{args.out}: nothing to resume (no config.yaml); run without --resume to start")
+        config_file = resume_config_file(args.out)
         base = read_yaml(config_file)
         changed = {k: v for k, v in overrides.items() if v is not None and k != "out" and base.get(k) != v}
         if changed:

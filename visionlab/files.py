@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
+
 
 def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")  # hidden; per process, so writers never collide
@@ -37,3 +39,12 @@ def save_npz(path: Path, compressed: bool = False, **arrays: np.ndarray) -> Path
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def load_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz (never unpickling), or one line saying it cannot be read as ``what``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc})") from None

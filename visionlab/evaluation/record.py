@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import save_npz
+from ..files import load_npz, save_npz
 
 KEYS = ("logits", "labels", "features", "indices", "train_centroids", "train_counts")
 
@@ -30,11 +30,7 @@ def save_record(path: Path, **arrays: np.ndarray) -> None:
 
 
 def load_record(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            record = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read the predictions record ({exc})") from None
+    record = load_npz(path, "predictions record")
     missing = set(KEYS) - set(record)
     if missing:
         raise UserError(f"{path}: not a visionlab predictions record (missing {', '.join(sorted(missing))})")

@@ -115,7 +115,7 @@ def _synth(args) -> int:
 
 
 def _train(args) -> int:
-    from ..training.config import read_yaml
+    from ..training.config import read_yaml, resume_config_file
     from .config import make_seg_config
     from .loop import train
 
@@ -123,11 +123,7 @@ def _train(args) -> int:
     overrides.update(image_size=args.image_size, crop=args.crop, scale=args.scale, out=args.out)
     config_file = args.config
     if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        config_file = Path(args.out) / "config.yaml"
-        if not config_file.exists():
-            raise UserError(f"{args.out}: nothing to resume (no config.yaml); run without --resume to start")
+        config_file = resume_config_file(args.out)
     values = read_yaml(config_file) if config_file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     if "data" not in values:

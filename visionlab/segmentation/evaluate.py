@@ -27,7 +27,7 @@ from ..errors import UserError, check_writable_dir
 from . import classes as C
 from .augment import JointAugment
 from .metrics import image_ious, per_image_confusion, segmentation_metrics
-from ..files import save_npz
+from ..files import load_npz, save_npz
 
 log = logging.getLogger(__name__)
 RECORD = "predictions.npz"
@@ -55,11 +55,7 @@ def write_record(path: Path, preds: np.ndarray, masks: np.ndarray, n_classes: in
 
 
 def load_seg_record(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            record = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read the predictions record ({exc})") from None
+    record = load_npz(path, "predictions record")
     if set(RECORD_KEYS) - set(record):
         raise UserError(f"{path}: not a visionlab segmentation record (needs {', '.join(RECORD_KEYS)})")
     return record

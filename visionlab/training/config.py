@@ -113,6 +113,16 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def resume_config_file(out: str | None) -> Path:
+    """``--resume``: the run folder's config.yaml, or one line saying why there is nothing to resume."""
+    if not out:
+        raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+    path = Path(out) / "config.yaml"
+    if not path.exists():
+        raise UserError(f"{out}: nothing to resume (no config.yaml); run without --resume to start")
+    return path
+
+
 def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
     """YAML values (if a file is given), then the overrides (flags that were set)."""
     values = read_yaml(path) if path else {}
