@@ -379,7 +379,7 @@ def _progress(total: int, start: int):
         bar = tqdm(total=total, initial=start, desc="epochs", unit="epoch")
 
         def update(stats):
-            bar.set_postfix(loss=f"{stats['train_loss']:.3f}", val=f"{stats['val_accuracy']:.4f}",
+            bar.set_postfix(loss=f"{stats['train_loss']:.3f}", val=_val(stats, "{:.4f}"),
                             ips=f"{stats['images_per_second']:.0f}")
             bar.update(1)
             if stats["epoch"] == total:
@@ -387,10 +387,15 @@ def _progress(total: int, start: int):
         return update
 
     def line(stats):
-        log.info("epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  %.0f img/s  %.1f s", stats["epoch"], total,
-                 stats["train_loss"], stats["train_accuracy"], stats["val_accuracy"], stats["images_per_second"],
-                 stats["train_seconds"])
+        log.info("epoch %d/%d  loss %.4f  train acc %.4f  %s  %.0f img/s  %.1f s", stats["epoch"], total,
+                 stats["train_loss"], stats["train_accuracy"], _val(stats, "val acc {:.4f}"),
+                 stats["images_per_second"], stats["train_seconds"])
     return line
+
+
+def _val(stats: dict, form: str) -> str:
+    """The epoch's validation accuracy, or what stands in for it with no validation split (val_fraction 0)."""
+    return form.format(stats["val_accuracy"]) if np.isfinite(stats["val_accuracy"]) else "no validation split"
 
 
 __all__ = ["train", "fit", "NonFiniteLoss"]
