@@ -24,10 +24,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, measured  # noqa: E402
+from common import archive_arguments, machine, measured, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def cli_load(archive: Path, home: str) -> tuple[float, dict, float]:
@@ -77,14 +75,10 @@ def bench(archive: Path, runs: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("archives", nargs="*", type=Path,
-                        default=[SHARED / "mnist-png.tar.gz", SHARED / "cifar10-jpg.tar.gz"])
-    parser.add_argument("--runs", type=int, default=3)
+    archive_arguments(parser)
     args = parser.parse_args()
     results = {"machine": machine(), "results": [bench(a, args.runs) for a in args.archives]}
-    out = ROOT / "benchmarks" / "results" / "data.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    save_results("data", results)
     print(f"machine: {results['machine']}\n")
     print("| archive | images | cold decode (CLI wall) | decode only | warm load (library) | warm CLI wall | single-process PIL "
           "| speed-up | peak RSS (cold) |")

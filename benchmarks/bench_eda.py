@@ -14,10 +14,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, measured  # noqa: E402
+from common import archive_arguments, machine, measured, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def one(archive: Path, out: Path) -> tuple[float, dict, float]:
@@ -27,9 +25,7 @@ def one(archive: Path, out: Path) -> tuple[float, dict, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("archives", nargs="*", type=Path,
-                        default=[SHARED / "mnist-png.tar.gz", SHARED / "cifar10-jpg.tar.gz"])
-    parser.add_argument("--runs", type=int, default=3)
+    archive_arguments(parser)
     args = parser.parse_args()
     results = {"machine": machine(), "results": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,9 +41,7 @@ def main() -> None:
                 "hog_baseline_accuracy": last["handcrafted"]["hog_baseline"]["accuracy"],
                 "near_duplicate_pairs": last["quality"]["near_duplicates"]["pairs"],
                 "exact_duplicate_copies": last["quality"]["exact_duplicates"]["extra_copies"]})
-    out = ROOT / "benchmarks" / "results" / "eda.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    save_results("eda", results)
     print(f"machine: {results['machine']}\n")
     print("| archive | images | CLI wall (median) | EDA total | slowest step | HOG + linear SVM | peak RSS |\n"
           "|---|---|---|---|---|---|---|")

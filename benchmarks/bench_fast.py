@@ -24,10 +24,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, measured  # noqa: E402
+from common import DATA, ROOT, machine, measured, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+CIFAR = DATA / "cifar10-jpg.tar.gz"
 STUDY = ROOT / "studies" / "cifar10-fast.yaml"
 AIMS = {"airbench": (0.94, 5.0), "resnet18": (0.95, 120.0)}  # (test accuracy, training seconds) on one GPU
 
@@ -84,9 +83,7 @@ def main() -> None:
                                     for run in sorted((out / "experiments").iterdir()) if (run / "metrics.json").exists()})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    path = ROOT / "benchmarks" / "results" / "fast.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
+    save_results("fast", results)
     report(results)
 
 

@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import machine  # noqa: E402
+from common import ROOT, machine, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 TARGET_MIOU = 0.8
 
@@ -89,9 +88,7 @@ def main() -> None:
         "cross_dataset_idd": {"miou": cross["miou"], "shared_target_miou": cross["cross_dataset"]["target_miou_shared"]},
         "params": result["params"],
     }
-    path = ROOT / "benchmarks" / "results" / "segment.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    path = save_results("segment", record)
     print(f"\nmachine: {record['machine']}, {record['threads']} torch thread(s), {record['precision']}\n")
     print("| epoch | val mIoU | train s |")
     print("|---|---|---|")

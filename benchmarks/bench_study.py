@@ -18,13 +18,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, measured  # noqa: E402
+from common import DATA, ROOT, machine, measured, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 REAL = {
-    "mnist.yaml": ["studies/mnist.yaml", "--data", str(SHARED / "mnist-png.tar.gz")],
-    "cifar10.yaml --quick": ["studies/cifar10.yaml", "--data", str(SHARED / "cifar10-jpg.tar.gz"), "--quick"],
+    "mnist.yaml": ["studies/mnist.yaml", "--data", str(DATA / "mnist-png.tar.gz")],
+    "cifar10.yaml --quick": ["studies/cifar10.yaml", "--data", str(DATA / "cifar10-jpg.tar.gz"), "--quick"],
 }
 
 
@@ -49,9 +47,7 @@ def main() -> None:
             results["default_workers_2"].append(study(["--workers", "2"], Path(tmp) / f"workers{i}"))
         if args.real:
             results["real"] = {name: study(argv, Path(tmp) / name.split()[0]) for name, argv in REAL.items()}
-    out = ROOT / "benchmarks" / "results" / "study.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    save_results("study", results)
     report(results)
 
 

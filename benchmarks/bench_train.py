@@ -20,12 +20,10 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, measured  # noqa: E402
+from common import DATA, machine, measured, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-MNIST = SHARED / "data" / "mnist-png.tar.gz"
-CIFAR = SHARED / "data" / "cifar10-jpg.tar.gz"
+MNIST = DATA / "mnist-png.tar.gz"
+CIFAR = DATA / "cifar10-jpg.tar.gz"
 RECIPE = ["--data", str(MNIST), "--model", "lenet", "--epochs", "6", "--batch-size", "256", "--lr", "0.004", "--augment", "light",
           "--set", "batch_norm=true", "--set", "label_smoothing=0.05"]
 
@@ -37,7 +35,7 @@ def visionlab_train(args: list[str], out: Path) -> tuple[float, dict, float]:
 
 
 def peer(train_dir: Path, test_dir: Path) -> tuple[float, dict, float]:
-    m = measured([sys.executable, str(SHARED / "bench" / "peer_baseline.py"), str(train_dir), str(test_dir),
+    m = measured([sys.executable, str(DATA.parent / "bench" / "peer_baseline.py"), str(train_dir), str(test_dir),
                   "--epochs", "2", "--gray"])
     return m.wall_seconds, json.loads(m.stdout.strip().splitlines()[-1]), m.peak_rss_mb
 
@@ -86,9 +84,7 @@ def main() -> None:
                                               "uint8_train_split_mb": 45_000 * 32 * 32 * 3 / 2 ** 20,
                                               "float32_train_split_mb": 45_000 * 32 * 32 * 3 * 4 / 2 ** 20,
                                               "test_accuracy": cnn["test_accuracy"]}
-    out = ROOT / "benchmarks" / "results" / "train.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    save_results("train", results)
     report(results)
 
 

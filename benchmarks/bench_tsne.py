@@ -13,10 +13,8 @@ Writes benchmarks/results/tsne.json and prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,11 +24,11 @@ from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, ROOT, save_results  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 from visionlab.analysis import TSNEConfig, embed_tsne, stratified_subsample  # noqa: E402
-
-SHARED = ROOT.parent / "shared" / "data"
 
 
 def load_features(run: Path | None, archive: Path, points: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -105,7 +103,7 @@ def bench_sklearn(x50: np.ndarray, labels: np.ndarray, P, dims: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a trained run folder (uses its predictions.npz features)")
-    parser.add_argument("--archive", type=Path, default=SHARED / "mnist-png.tar.gz")
+    parser.add_argument("--archive", type=Path, default=DATA / "mnist-png.tar.gz")
     parser.add_argument("--points", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-sklearn", action="store_true")
@@ -123,9 +121,7 @@ def main() -> None:
     if not args.skip_sklearn:
         result["sklearn_2d"] = bench_sklearn(x50, labels, P, 2)
         result["sklearn_3d_half"] = bench_sklearn(x50[small], labels[small], P_small, 3)
-    out = ROOT / "benchmarks" / "results" / "tsne.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    save_results("tsne", result)
 
     v, h = result["visionlab_2d_3d"], result["visionlab_2d_3d_half"]
     pair = lambda a, b: f"{a:.3f} / {b:.3f}"  # noqa: E731

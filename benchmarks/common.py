@@ -2,6 +2,8 @@
 (wall time and peak resident memory), so that speed and memory come from the same run."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 import subprocess
@@ -52,3 +54,19 @@ def machine() -> str:
 
 
 PYTHON = sys.executable
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"  # the real archives (../shared/data/README.md)
+
+
+def archive_arguments(parser: argparse.ArgumentParser) -> None:
+    """ARCHIVE ... (default: the MNIST and CIFAR-10 archives in ../shared/data) and --runs N."""
+    parser.add_argument("archives", nargs="*", type=Path, default=[DATA / "mnist-png.tar.gz", DATA / "cifar10-jpg.tar.gz"])
+    parser.add_argument("--runs", type=int, default=3)
+
+
+def save_results(name: str, results: dict) -> Path:
+    """benchmarks/results/<name>.json, where run_all.py and BENCHMARKS.md's readers find it."""
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    return path

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, measured  # noqa: E402
+from common import ROOT, machine, measured, save_results  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- latest run: start -->", "<!-- latest run: end -->"
 
 
@@ -51,9 +49,7 @@ def main() -> None:
         results["benchmarks"][name] = {"wall_seconds": round(m.wall_seconds, 1), "stdout": m.stdout}
         lines = [line for line in m.stdout.splitlines() if not line.startswith("machine:")]
         tables.append(f"### {name} (`{Path(argv[0]).name}`, {m.wall_seconds / 60:.1f} min)\n\n" + "\n".join(lines).strip())
-    out = ROOT / "benchmarks" / "results" / "all.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    save_results("all", results)
     block = (f"{START}\n## Latest full run (`python benchmarks/run_all.py --runs {args.runs}`)\n\n"
              f"{results['date']}, {results['machine']}. Medians where a benchmark ran several times.\n\n"
              + "\n\n".join(tables) + f"\n{END}")
