@@ -20,8 +20,8 @@ import yaml
 from ..errors import UserError
 from . import plots
 from .metrics import classification_metrics, softmax
-from .record import class_centroids, load_record, save_record
-from .tta import infer_tta, resolve_tta
+from .record import class_centroids, save_record
+from .tta import resolve_tta, views
 
 log = logging.getLogger(__name__)
 CENTROID_IMAGES = 10_000  # train images behind the class centroids (a stratified subsample)
@@ -35,10 +35,8 @@ def _infer_split(model, images, engine, batch_size: int, features: bool = True, 
     if not (images.flags.writeable and images.flags.c_contiguous):  # a read-only cache memmap: one copy
         images = np.array(images)
     x = torch.from_numpy(images).to(engine.device)
-    if tta == "none":
-        (logits, feats), plain = infer(model, x, engine, batch_size, features=features), None
-    else:
-        logits, feats, plain = infer_tta(model, x, engine, batch_size, tta, features=features)
+    logits, feats, plain = infer(model, x, engine, batch_size, features=features,
+                                 views=None if tta == "none" else (lambda b: views(b, tta)))
     return (logits.cpu().numpy(), (feats.cpu().numpy() if feats is not None else None),
             (plain.cpu().numpy() if plain is not None else None))
 

@@ -64,28 +64,9 @@ def views(x: torch.Tensor, mode: str) -> list[tuple[float, torch.Tensor]]:
     raise ValueError(f"unknown tta mode {mode!r}")
 
 
-@torch.inference_mode()
 def infer_tta(model, images: torch.Tensor, engine, batch_size: int, mode: str, features: bool = False):
     """Run the model over (N, H, W, C) uint8 ``images`` with the views of ``mode``: (logits (N, K)
     float32 averaged over the views, features (N, D) of the plain view or None, plain-view logits)."""
-    model.eval()
-    logits, plain, feats = [], [], []
-    for first in range(0, len(images), batch_size):
-        x = engine.prepare(images[first: first + batch_size])  # (b, C, H, W) normalised
-        (w0, _), *rest = views(x, mode)
-        with engine.autocast():
-            if features:
-                f = model.forward_features(x)
-                feats.append(f.float())
-                out = model.forward_head(f).float()
-            else:
-                out = model(x).float()
-            plain.append(out)
-            total = w0 * out
-            for weight, v in rest:
-                v = v.contiguous(memory_format=torch.channels_last) if engine.channels_last else v.contiguous()
-                total = total + weight * model(v).float()
-        logits.append(total)
-    if not logits:
-        return torch.zeros(0), (torch.zeros(0) if features else None), torch.zeros(0)
-    return torch.cat(logits), (torch.cat(feats) if features else None), torch.cat(plain)
+    from ..training.loop import infer
+
+    return infer(model, images, engine, batch_size, features, views=lambda x: views(x, mode))

@@ -240,29 +240,42 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 @torch.inference_mode()
-def infer(model, images: torch.Tensor, engine: Engine, batch_size: int, features: bool = False):
-    """Run the model once over uint8 images: logits (N, K) float32 and, if asked, features (N, D)."""
+def infer(model, images: torch.Tensor, engine: Engine, batch_size: int, features: bool = False, views=None):
+    """Run the model once over uint8 images: (logits (N, K) float32, features (N, D) if asked else
+    None, plain-view logits if ``views`` else None).
+
+    ``views`` (test-time augmentation, evaluation/tta.py): a normalised batch x -> [(weight, view),
+    ...] with x itself first; the logits are then the weighted sum over the views, while features
+    and the plain-view logits come from x alone."""
     model.eval()
-    logits, feats = [], []
+    logits, feats, plain = [], [], []
     for first in range(0, len(images), batch_size):
         x = engine.prepare(images[first: first + batch_size])
         with engine.autocast():
             if features:
                 f = model.forward_features(x)
                 feats.append(f.float())
-                logits.append(model.forward_head(f).float())
+                out = model.forward_head(f).float()
             else:
-                logits.append(model(x).float())
+                out = model(x).float()
+            if views is not None:
+                plain.append(out)
+                (weight, _), *rest = views(x)
+                out = weight * out
+                for weight, v in rest:
+                    v = v.contiguous(memory_format=torch.channels_last) if engine.channels_last else v.contiguous()
+                    out = out + weight * model(v).float()
+        logits.append(out)
     if not logits:
-        return torch.zeros(0), (torch.zeros(0) if features else None)
-    return torch.cat(logits), (torch.cat(feats) if features else None)
+        return torch.zeros(0), (torch.zeros(0) if features else None), (torch.zeros(0) if views is not None else None)
+    return torch.cat(logits), (torch.cat(feats) if features else None), (torch.cat(plain) if views is not None else None)
 
 
 def evaluate(model, data: DeviceSplit, engine: Engine, batch_size: int) -> dict:
     """Validation loss and accuracy (unweighted, no label smoothing: comparable across runs)."""
     if len(data) == 0:
         return {"val_loss": math.nan, "val_accuracy": math.nan}
-    logits, _ = infer(model, data.images, engine, batch_size)
+    logits, _, _ = infer(model, data.images, engine, batch_size)
     loss = F.cross_entropy(logits, data.labels).item()
     accuracy = (logits.argmax(1) == data.labels).float().mean().item()
     return {"val_loss": loss, "val_accuracy": accuracy}
