@@ -65,16 +65,24 @@ def world_from_env() -> World:
     return World(rank, size, local_rank, local_size)
 
 
-def device_for(world: World, requested: str) -> torch.device:
-    """Rank r's device: cuda:local_rank when GPUs are used, else the CPU."""
-    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-    if not use_cuda:
-        return torch.device("cpu")
+def uses_gpus(requested: str, processes: int = 1) -> bool:
+    """Whether the ``device`` key (auto | cpu | cuda) means GPUs here, for ``processes`` training
+    processes on this machine (one GPU each): one line when cuda is asked for and none is visible,
+    or when there are fewer GPUs than processes."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return False
     if not torch.cuda.is_available():
         raise UserError("device cuda asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if world.local_size > torch.cuda.device_count():
-        raise UserError(f"{world.local_size} processes on this node but only {torch.cuda.device_count()} GPU(s) "
+    if processes > torch.cuda.device_count():
+        raise UserError(f"{processes} processes on this node but only {torch.cuda.device_count()} GPU(s) "
                         "visible; use --devices <= the GPU count, or --device cpu")
+    return True
+
+
+def device_for(world: World, requested: str) -> torch.device:
+    """Rank r's device: cuda:local_rank when GPUs are used, else the CPU."""
+    if not uses_gpus(requested, world.local_size):
+        return torch.device("cpu")
     torch.cuda.set_device(world.local_rank)
     return torch.device("cuda", world.local_rank)
 
@@ -176,11 +184,7 @@ def launch(config, resume: bool) -> None:
     import torch.multiprocessing as mp
 
     size = config.devices
-    if config.device != "cpu" and torch.cuda.is_available() and torch.cuda.device_count() < size:
-        raise UserError(f"--devices {size} but only {torch.cuda.device_count()} GPU(s) visible; use at most that "
-                        "many, or --device cpu")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda asked for but no CUDA GPU is visible; use --device cpu or auto")
+    uses_gpus(config.device, size)  # refused here, before any rank starts
     verbose = logging.getLogger("visionlab").level <= logging.DEBUG
     with tempfile.TemporaryDirectory(prefix="visionlab-ranks-") as errors:
         values = config.model_dump()
@@ -199,4 +203,4 @@ def launch(config, resume: bool) -> None:
 
 
 __all__ = ["World", "SINGLE", "world_from_env", "device_for", "start", "stop", "barrier", "all_sum", "all_true",
-           "broadcast_buffers", "wrap", "launch", "free_port"]
+           "broadcast_buffers", "wrap", "launch", "free_port", "uses_gpus"]

@@ -55,11 +55,7 @@ def prepare_out_dir(out: Path, resume: bool) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device cuda asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return torch.device("cuda" if distributed.uses_gpus(name) else "cpu")
 
 
 def cpu_has_bf16() -> bool:
