@@ -95,14 +95,13 @@ class Augment:
     def describe(self) -> str:
         """One line for logs and reports, e.g. 'crop(pad=4) + flip + rotate(±15°)'."""
         parts = []
+        border = ", mirrored border" if self.reflect else ""
         if self.crop_px:
-            parts.append(f"crop(pad={self.crop_px})")
+            parts.append(f"crop(pad={self.crop_px}{border})")
         elif self.translate:  # 'side/8' reads better than '0.125×side'
             inverse = 1 / self.translate
             side = f"side/{inverse:g}" if inverse.is_integer() else f"{self.translate:g}×side"
-            parts.append(f"crop(pad={side})")
-        if self.reflect and parts:
-            parts[-1] = parts[-1][:-1] + ", mirrored border)"
+            parts.append(f"crop(pad={side}{border})")
         if self.flip:
             parts.append("flip(alternate epochs)" if self.flip_alternate else "flip")
         for name, (lo, hi) in (("rotate", self.rotate), ("shear", self.shear)):
