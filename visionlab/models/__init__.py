@@ -19,6 +19,7 @@ from ..errors import UserError
 from .airbench import airbench
 from .base import FeatureModel, ModelOptions, read_state_dict
 from .small import cnn2, cnn3, lenet, mlp
+from .small_maps import densify
 
 
 def resnet18(n_classes: int, in_channels: int, image_size: tuple[int, int], options: ModelOptions) -> FeatureModel:
@@ -71,6 +72,7 @@ def build_model(name: str, n_classes: int, in_channels: int, image_size: tuple[i
     if options.weights is not None:
         model.load_weights(read_state_dict(options.weights), options.weights)
     model.freeze(options.freeze)
+    densify(model, in_channels, image_size)  # convs on maps of a few pixels run as one matrix product
     return model
 
 
