@@ -262,3 +262,14 @@ def test_no_feature_maps_for_mlp(tmp_path):
     result = analyze_run(run, ds.test.images, ds.classes, feature_map_images=3)
     assert not {"feature_maps", "feature_maps_errors"} & set(result["figures"])
     assert {"tsne_2d", "tsne_3d", "distance_ratio"} <= set(result["figures"])
+
+
+def test_feature_map_tiles_scale_single_pixels_together_and_larger_maps_each_to_its_own_range():
+    from visionlab.analysis.feature_maps import _tiles
+
+    tiles, channels, joint = _tiles(np.array([1.0, 3.0, 2.0]).reshape(3, 1, 1))  # a 1x1 map has no range of its own
+    assert joint and channels == [1, 2, 0] and [t.item() for t in tiles] == [1.0, 0.5, 0.0]
+    ramp = np.arange(4.0).reshape(2, 2)
+    tiles, channels, joint = _tiles(np.stack([ramp, 10 * ramp, np.zeros((2, 2))]))
+    assert not joint and channels == [1, 0, 2]
+    assert all(np.allclose(t, ramp / 3) for t in tiles[:2]) and not tiles[2].any()  # a flat map is drawn at 0
