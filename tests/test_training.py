@@ -111,7 +111,7 @@ def test_nan_loss_stops_quickly_and_keeps_last_good_checkpoint(tmp_path, monkeyp
 
     monkeypatch.setattr(run_module, "make_loss", poisoned)
     with pytest.raises(UserError, match="loss became nan"):
-        train(config(tmp_path, epochs=4))
+        train(config(tmp_path, epochs=4, checkpoint_interval=0))
     assert steps["n"] <= 30 + run_module.train_one_epoch.__globals__["CHECK_EVERY"] + 1
     out = tmp_path / "run"
     tensors, meta = checkpoint.read(out / "checkpoint.safetensors")
@@ -326,3 +326,97 @@ def test_training_steps_never_read_values_back_from_the_device(monkeypatch, opti
                     batch_size=16, augment=parse_augment(["crop:2", "reflect", "flip:alternate", "jitter", "erase"], True),
                     generator=torch.Generator().manual_seed(0), grad_clip=1.0, lookahead=lookahead, epoch=1)
     assert sorted(reads) == sorted(["__bool__"] * -(-steps // CHECK_EVERY) + ["tolist"])
+
+
+def test_cadence_writes_after_the_interval_or_twenty_writes_worth_of_training():
+    now = [0.0]
+    every_epoch, five_seconds, auto = (checkpoint.Cadence(i, clock=lambda: now[0]) for i in (0.0, 5.0, "auto"))
+    assert every_epoch.due()
+    with auto.writing():
+        now[0] += 0.5  # a write that took 0.5 s
+    with five_seconds.writing():
+        pass
+    now[0] += 4.9
+    assert not five_seconds.due() and not auto.due()
+    now[0] += 0.1
+    assert five_seconds.due() and not auto.due()  # auto waits 20 x 0.5 s
+    now[0] += 5.0
+    assert auto.due()
+
+
+def _cadence_script(monkeypatch, due_after: set[int]):
+    """Cadence.due answers True only after the listed epochs; returns the epochs of state writes."""
+    asked, written = [0], []
+    real_save = checkpoint.save_training_state
+
+    def due(self):
+        asked[0] += 1
+        return asked[0] in due_after
+
+    def save(path, model, optimizer, scheduler, rng, meta):
+        written.append(meta["epoch"])
+        real_save(path, model, optimizer, scheduler, rng, meta)
+
+    monkeypatch.setattr(checkpoint.Cadence, "due", due)
+    monkeypatch.setattr(checkpoint, "save_training_state", save)
+    return written
+
+
+def test_skipped_checkpoints_keep_the_best_weights_and_every_metrics_line(tmp_path, monkeypatch):
+    settings = dict(epochs=5, deterministic=True, lr=0.01)
+    reference = train(config(tmp_path, "every", checkpoint_interval=0, **settings))
+    written = _cadence_script(monkeypatch, due_after={2})
+    result = train(config(tmp_path, "auto", **settings))
+    assert written == [0, 2, 5]  # epoch 0, the one due, and the last, always
+    lines = [json.loads(l) for l in (tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3, 4, 5]
+    a, b = weights(tmp_path / "every"), weights(tmp_path / "auto")  # the best epoch's, held until written
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert result["test_accuracy"] == reference["test_accuracy"]
+
+
+def test_interrupted_between_checkpoints_resumes_from_the_last_and_equals_uninterrupted(tmp_path, monkeypatch):
+    settings = dict(epochs=5, deterministic=True, lr=0.01)
+    train(config(tmp_path, "full", checkpoint_interval=0, **settings))
+    written = _cadence_script(monkeypatch, due_after={2})
+    calls = {"n": 0}
+    real = run_module.train_one_epoch
+
+    def dies_in_fourth_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", dies_in_fourth_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, "cut", **settings))
+    assert written == [0, 2]  # epoch 3 finished but was not written: it is redone
+    lines = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = max(lines, key=lambda l: l["val_accuracy"])["epoch"]  # the first of equals, as training picks
+    assert checkpoint.read(tmp_path / "cut" / "model.safetensors")[1]["epoch"] == best_epoch  # on disk at the stop
+    monkeypatch.setattr(run_module, "train_one_epoch", real)
+    train(make_config(yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())), resume=True)
+    full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    epochs = [json.loads(l)["epoch"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5]
+
+
+def test_out_of_memory_after_skipped_checkpoints_goes_back_to_the_last_one(tmp_path, monkeypatch):
+    written = _cadence_script(monkeypatch, due_after={1})
+    real = run_module.train_one_epoch
+    calls = {"n": 0}
+
+    def oom_in_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", oom_in_third_epoch)
+    result = train(config(tmp_path, epochs=4))
+    assert calls["n"] == 6  # epochs 1, 2, the failed 3rd, then 2, 3, 4 again from the epoch-1 checkpoint
+    assert written[:2] == [0, 1] and written[-1] == 4
+    epochs = [json.loads(l)["epoch"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4] and result["epochs"] == 4

@@ -160,6 +160,7 @@ def fit(model, config: SegConfig, engine: Engine, train_data: DeviceSeg, val_dat
             best = stats["val_miou"]
             checkpoint.save_weights(best_path, model, {"epoch": epoch + 1, "val_miou": best})
         stats["best_val_miou"] = best
+        tracker.sync()  # the lines so far are on disk before the checkpoint that follows them
         checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
                                        {**meta_base, "epoch": epoch + 1, "best_val_miou": best})
         tracker.log(stats)

@@ -6,11 +6,17 @@ best metric, optimiser hyper-parameters, scheduler state and the resolved config
 ``model.safetensors`` holds the best weights. Both are written to a temporary file, flushed to
 disk and renamed over the old one, so a kill at any moment leaves the previous file whole and
 a partial file is never taken for a checkpoint.
+
+How often the training state is written is ``Cadence``'s call; the best weights found in between
+are held in memory and written with the next state, and whenever training stops early (an
+error, Ctrl-C).
 """
 from __future__ import annotations
 
 import json
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -20,6 +26,35 @@ from safetensors.torch import load_file, save_file
 from ..errors import UserError
 
 META_KEY = "visionlab"
+AUTO_BUDGET = 0.05  # checkpoint_interval auto: writing costs at most this share of the training time
+
+
+class Cadence:
+    """Whether the training state is due at the end of this epoch.
+
+    ``interval`` seconds (0: every epoch), or "auto": due once the training since the last write
+    took at least 1 / AUTO_BUDGET = 20 times as long as that write did. Why: a ResNet-18 state
+    is 134 MB. On the 8x8 digits its epochs take 1.7 s, and writing the state after every one
+    cost 0.15-0.3 s here (10-15% of the run, and 80 MB/s of writes to a laptop's disk). With
+    auto, long epochs are still written after every one; short ones lose at most about 20
+    writes' time (ResNet-18 on digits: ~5 s) when the process is killed.
+    """
+
+    def __init__(self, interval: float | str, clock=time.monotonic):
+        self.interval, self.clock = interval, clock
+        self.last_end, self.cost = clock(), 0.0
+
+    def due(self) -> bool:
+        wait = self.cost / AUTO_BUDGET if self.interval == "auto" else self.interval
+        return self.clock() - self.last_end >= wait
+
+    @contextmanager
+    def writing(self):
+        """Wrap a write: its duration sets the next wait, which starts when it ends."""
+        start = self.clock()
+        yield
+        self.last_end = self.clock()
+        self.cost = self.last_end - start
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict) -> None:

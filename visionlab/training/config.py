@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UserError
 
@@ -51,6 +51,9 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0.0)  # max global gradient norm
     lookahead: bool = False  # airbench's weight averaging over the last 70% of steps (optim.Lookahead)
     early_stopping: int = Field(0, ge=0)  # stop after this many epochs without val-accuracy gain; 0 = off
+    checkpoint_interval: float | Literal["auto"] = "auto"  # resume checkpoints: at most every this many
+    #   seconds of training (0: after every epoch); auto: after every epoch unless writing one would cost
+    #   more than 5% of the time since the last (see checkpoint.Cadence). The last epoch is always written.
     # engine
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = Field(1, ge=1, le=1024)  # data-parallel processes on this machine (one per GPU); see distributed.py
@@ -70,6 +73,19 @@ class TrainConfig(BaseModel):
     wandb_project: str = "visionlab"
     tensorboard: bool = False  # also write TensorBoard event files to <out>/tensorboard
 
+    @field_validator("checkpoint_interval", mode="before")
+    @classmethod
+    def _seconds_or_auto(cls, value):
+        if value == "auto":
+            return value
+        try:
+            seconds = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            seconds = None
+        if seconds is None or not seconds >= 0:  # also refuses nan
+            raise ValueError("must be a number of seconds >= 0 (0: every epoch) or auto")
+        return seconds
+
     def model_options(self):
         from ..models import ModelOptions
 
@@ -84,7 +100,8 @@ def _one_line(exc: ValidationError, where: str) -> str:
     if err["type"] == "extra_forbidden":
         valid = ", ".join(TrainConfig.model_fields)
         return f"{where}unknown key '{key}'; valid keys: {valid}"
-    return f"{where}bad value for '{key}': {err['msg']} (got {err.get('input')!r})"
+    message = err["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+    return f"{where}bad value for '{key}': {message} (got {err.get('input')!r})"
 
 
 def make_config(values: dict, where: str = "") -> TrainConfig:

@@ -1,6 +1,6 @@
 """``train``: one run from config to a run folder (config, metrics, weights, predictions, plots).
 
-    config -> dataset -> model -> fit (epochs, checkpoint each) -> best weights -> evaluation
+    config -> dataset -> model -> fit (epochs, checkpoints) -> best weights -> evaluation
 
 Run folder: config.yaml (resolved), metrics.jsonl (per epoch), checkpoint.safetensors (resume
 state), model.safetensors (best weights), then what evaluation writes (metrics.json,
@@ -259,73 +259,103 @@ def fit(model, config: TrainConfig, engine: Engine, train_split, val_split, loss
         augment_generator = torch.Generator(device=engine.device)
     tracker = Tracker(out, config, start_epoch) if world.is_main else None
     meta_base = {"config": config.model_dump()}
+    cadence = checkpoint.Cadence(config.checkpoint_interval)
+    pending_best: list[tuple[dict, dict]] = []  # the best epoch's weights while not yet on disk
+
+    def write_best() -> None:
+        if pending_best:
+            tensors, meta = pending_best.pop()
+            checkpoint.atomic_save(tensors, best_path, meta)
+
+    def write_state(done: int) -> None:  # rank 0: everything a resume after epoch `done` needs
+        with cadence.writing():
+            write_best()
+            tracker.sync()
+            checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
+                                           {**meta_base, "epoch": done, "best_val_accuracy": best,
+                                            "stale_epochs": stale})
+
     if not resume and world.is_main:  # epoch 0: a kill during the first epoch can resume, and the folder is proven writable
-        checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
-                                       {**meta_base, "epoch": 0, "best_val_accuracy": best, "stale_epochs": 0})
+        write_state(0)
     history = tracker.history if tracker else []
     bar = _progress(config.epochs, start_epoch) if world.is_main else (lambda stats: None)
     accumulate = 1
     epoch = start_epoch
-    while epoch < config.epochs:
-        if on_epoch is not None:
-            on_epoch(epoch, config.epochs)
-        now_trainable = [p.requires_grad for p in model.parameters()]
-        if trainable is None or (now_trainable != trainable and world.distributed):
-            # DistributedDataParallel reduces the parameters trainable when it was made: re-made
-            # when that set changes (it would wait for the frozen one's gradient forever)
-            trainable = now_trainable
-            parallel = distributed.wrap(model, world, engine.device, config.sync_bn)
-            compiled = torch.compile(parallel) if config.compile else parallel
-            scorer = compiled if not world.distributed else model  # validation: every rank, the whole split
-        if augment_generator is not None:  # resumable without saving every rank's state
-            augment_generator.manual_seed((config.seed * 1_000_003 + epoch * 1_009 + world.rank) % 2**63)
-        try:
-            with _batch_bar(len(train_split) // world.size, epoch, config.epochs, world.is_main) as on_step:
-                stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
-                                        batch_size=config.batch_size, augment=augment, generator=generator,
-                                        grad_clip=config.grad_clip, accumulate=accumulate, on_step=on_step,
-                                        world=world, augment_generator=augment_generator, epoch=epoch,
-                                        lookahead=lookahead)
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if world.distributed:  # the ranks must stay in step: no per-rank retry
-                raise UserError(f"out of memory on rank {world.rank} at batch size {config.batch_size} over "
-                                f"{world.size} ranks; lower --batch-size or image_size") from None
-            accumulate = _after_oom(config.batch_size, accumulate, engine.device)
-            # back to the start of this epoch: finished epochs are kept, this one is redone
-            rng, _ = checkpoint.load_training_state(state_path, model, optimizer, scheduler)
-            restore_rng(rng, generator)
+    try:
+        while epoch < config.epochs:
+            if on_epoch is not None:
+                on_epoch(epoch, config.epochs)
+            now_trainable = [p.requires_grad for p in model.parameters()]
+            if trainable is None or (now_trainable != trainable and world.distributed):
+                # DistributedDataParallel reduces the parameters trainable when it was made: re-made
+                # when that set changes (it would wait for the frozen one's gradient forever)
+                trainable = now_trainable
+                parallel = distributed.wrap(model, world, engine.device, config.sync_bn)
+                compiled = torch.compile(parallel) if config.compile else parallel
+                scorer = compiled if not world.distributed else model  # validation: every rank, the whole split
+            if augment_generator is not None:  # resumable without saving every rank's state
+                augment_generator.manual_seed((config.seed * 1_000_003 + epoch * 1_009 + world.rank) % 2**63)
+            try:
+                with _batch_bar(len(train_split) // world.size, epoch, config.epochs, world.is_main) as on_step:
+                    stats = train_one_epoch(compiled, train_split, engine, loss_fn, optimizer, scheduler,
+                                            batch_size=config.batch_size, augment=augment, generator=generator,
+                                            grad_clip=config.grad_clip, accumulate=accumulate, on_step=on_step,
+                                            world=world, augment_generator=augment_generator, epoch=epoch,
+                                            lookahead=lookahead)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if world.distributed:  # the ranks must stay in step: no per-rank retry
+                    raise UserError(f"out of memory on rank {world.rank} at batch size {config.batch_size} over "
+                                    f"{world.size} ranks; lower --batch-size or image_size") from None
+                accumulate = _after_oom(config.batch_size, accumulate, engine.device)
+                # back to the last checkpoint: this epoch, and any since that checkpoint, are redone
+                rng, meta = checkpoint.load_training_state(state_path, model, optimizer, scheduler)
+                restore_rng(rng, generator)
+                if meta["epoch"] != epoch:
+                    epoch, best, stale = meta["epoch"], meta["best_val_accuracy"], meta["stale_epochs"]
+                    pending_best.clear()
+                    tracker.rewind(epoch)
+                if lookahead is not None:
+                    lookahead.sync(epoch * steps_per_epoch)
+                continue
             if lookahead is not None:
-                lookahead.sync(epoch * steps_per_epoch)
-            continue
-        if lookahead is not None:
-            lookahead.end_epoch()  # the model becomes the average; validation and checkpoint see it
-        distributed.broadcast_buffers(world, model)
-        stats.update(evaluate(scorer, val_split, engine, config.eval_batch_size))
-        stats = {"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[0]["lr"]}
-        improved = stats["val_accuracy"] > best or (np.isnan(stats["val_accuracy"]) and epoch == config.epochs - 1)
-        if improved and checkpoint.all_finite(model) and np.isfinite(stats["train_loss"]):
-            best, stale = (stats["val_accuracy"] if not np.isnan(stats["val_accuracy"]) else best), 0
+                lookahead.end_epoch()  # the model becomes the average; validation and checkpoint see it
+            distributed.broadcast_buffers(world, model)
+            stats.update(evaluate(scorer, val_split, engine, config.eval_batch_size))
+            stats = {"epoch": epoch + 1, **stats, "lr": optimizer.param_groups[0]["lr"]}
+            improved = stats["val_accuracy"] > best or (np.isnan(stats["val_accuracy"]) and epoch == config.epochs - 1)
+            if improved and checkpoint.all_finite(model) and np.isfinite(stats["train_loss"]):
+                best, stale = (stats["val_accuracy"] if not np.isnan(stats["val_accuracy"]) else best), 0
+            else:
+                improved, stale = False, stale + 1
+            stats["best_val_accuracy"] = best
+            stopping = bool(config.early_stopping) and stale >= config.early_stopping
+            due = world.is_main and (epoch + 1 == config.epochs or stopping or cadence.due())
+            if improved and world.is_main:  # written now, or else held as a copy until the next checkpoint
+                weights = model.state_dict()
+                if not due:
+                    weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+                pending_best[:] = [(weights, {"epoch": epoch + 1, "val_accuracy": stats["val_accuracy"]})]
             if world.is_main:
-                checkpoint.save_weights(best_path, model, {"epoch": epoch + 1, "val_accuracy": stats["val_accuracy"]})
-        else:
-            stale += 1
-        stats["best_val_accuracy"] = best
-        if world.is_main:
-            checkpoint.save_training_state(state_path, model, optimizer, scheduler, rng_state(generator),
-                                           {**meta_base, "epoch": epoch + 1, "best_val_accuracy": best,
-                                            "stale_epochs": stale})
-            tracker.log(stats)
-        else:
-            history.append(stats)
-        bar(stats)
-        epoch += 1
-        if config.early_stopping and stale >= config.early_stopping:
-            log.info("early stopping: no validation gain for %d epochs", stale)
-            break
-    if tracker:
-        tracker.close()
+                tracker.log(stats)
+                if due:
+                    write_state(epoch + 1)
+            else:
+                history.append(stats)
+            bar(stats)
+            epoch += 1
+            if stopping:
+                log.info("early stopping: no validation gain for %d epochs", stale)
+                break
+    except BaseException:
+        if world.is_main:  # the best weights found so far are kept, whatever stopped training
+            with contextlib.suppress(Exception):
+                write_best()
+        raise
+    finally:
+        if tracker:
+            tracker.close()
     distributed.barrier(world)  # every rank has finished (and rank 0 has written) before any evaluates
     if world.is_main and not best_path.exists():
         raise NonFiniteLoss("no epoch produced finite weights; nothing to evaluate")

@@ -1,8 +1,8 @@
 """Per-epoch logging: ``metrics.jsonl`` always; Weights & Biases and TensorBoard when asked.
 
-Each epoch's line is flushed and synced before the next epoch starts. On resume, lines past
-the checkpoint's epoch (written after the checkpoint by a run that was then killed) are
-dropped, so the file holds each epoch once.
+Each epoch's line is flushed at once (a killed process loses none) and synced to disk with
+every checkpoint. On resume, lines past the checkpoint's epoch (written after the checkpoint by
+a run that was then killed) are dropped, so the file holds each epoch once.
 """
 from __future__ import annotations
 
@@ -22,17 +22,24 @@ log = logging.getLogger(__name__)
 class Tracker:
     def __init__(self, out: Path, config, start_epoch: int):
         self.path = out / "metrics.jsonl"
-        self.history = [h for h in _read_jsonl(self.path) if h.get("epoch", 0) <= start_epoch]
-        write_text(self.path, "".join(json.dumps(h) + "\n" for h in self.history))
-        self._file = open(self.path, "a")
+        self.history = _read_jsonl(self.path)
+        self._file = None
+        self.rewind(start_epoch)
         self._wandb = _start_wandb(out, config) if config.wandb != "off" else None
         self._tb = _start_tensorboard(out) if config.tensorboard else None
+
+    def rewind(self, epoch: int) -> None:
+        """Keep the lines of epochs up to ``epoch`` only (a resume, or an out-of-memory redo)."""
+        if self._file is not None:
+            self._file.close()
+        self.history[:] = [h for h in self.history if h.get("epoch", 0) <= epoch]  # in place: callers hold the list
+        write_text(self.path, "".join(json.dumps(h) + "\n" for h in self.history))
+        self._file = open(self.path, "a")
 
     def log(self, stats: dict) -> None:
         self.history.append(stats)
         self._file.write(json.dumps(stats) + "\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
         if self._wandb is not None:
             self._wandb.log(stats, step=stats["epoch"])
         if self._tb is not None:
@@ -40,7 +47,12 @@ class Tracker:
                 if key != "epoch" and isinstance(value, (int, float)):
                     self._tb.add_scalar(key, value, stats["epoch"])
 
+    def sync(self) -> None:
+        """On disk, not only in the OS's cache: called before each checkpoint is written."""
+        os.fsync(self._file.fileno())
+
     def close(self) -> None:
+        self.sync()
         self._file.close()
         if self._wandb is not None:
             self._wandb.finish()
