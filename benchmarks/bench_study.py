@@ -4,8 +4,9 @@ real-data studies of issue [3/8].
 
 usage: python benchmarks/bench_study.py [--runs 2] [--real]
 Each run is a new process with a new output folder (the decode cache stays warm, as it is for a
-user's second study); wall time of the whole command; the default study also with
-`--workers 2`. --real adds one run each of `studies/mnist.yaml --data mnist-png.tar.gz` and
+user's second study); wall time of the whole command. The default study runs its experiments in
+worker processes (`workers: auto`: one per core here); it is also timed in one process
+(`--workers 1`). --real adds one run each of `studies/mnist.yaml --data mnist-png.tar.gz` and
 `studies/cifar10.yaml --data cifar10-jpg.tar.gz --quick`, with their test accuracies. Writes benchmarks/results/study.json, prints Markdown.
 """
 from __future__ import annotations
@@ -41,10 +42,10 @@ def main() -> None:
     args = parser.parse_args()
     results: dict = {"machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
-        results["default"], results["default_workers_2"] = [], []
-        for i in range(args.runs):  # alternating: one process, then two 1-thread workers (--workers 2)
+        results["default"], results["default_one_process"] = [], []
+        for i in range(args.runs):  # alternating: as the README runs it (workers: auto), then in one process
             results["default"].append(study([], Path(tmp) / f"default{i}"))
-            results["default_workers_2"].append(study(["--workers", "2"], Path(tmp) / f"workers{i}"))
+            results["default_one_process"].append(study(["--workers", "1"], Path(tmp) / f"single{i}"))
         if args.real:
             results["real"] = {name: study(argv, Path(tmp) / name.split()[0]) for name, argv in REAL.items()}
     save_results("study", results)
@@ -54,13 +55,14 @@ def main() -> None:
 def report(r: dict) -> None:
     walls = [run["wall_seconds"] for run in r["default"]]
     print(f"machine: {r['machine']}\n")
-    print(f"default study (`visionlab run`): median {statistics.median(walls):.0f} s wall over {len(walls)} runs "
-          f"({', '.join(f'{w:.0f} s' for w in walls)}), peak RSS {max(r['peak_rss_mb'] for r in r['default']):,.0f} MB\n")
-    if r.get("default_workers_2"):
-        w2 = [run["wall_seconds"] for run in r["default_workers_2"]]
-        print(f"default study with `--workers 2` (two 1-thread worker processes): median {statistics.median(w2):.0f} s "
-              f"({', '.join(f'{w:.0f} s' for w in w2)}); peak RSS of the largest process "
-              f"{max(run['peak_rss_mb'] for run in r['default_workers_2']):,.0f} MB\n")
+    print(f"default study (`visionlab run`, workers: auto): median {statistics.median(walls):.0f} s wall over "
+          f"{len(walls)} runs ({', '.join(f'{w:.0f} s' for w in walls)}), peak RSS of the largest process "
+          f"{max(r['peak_rss_mb'] for r in r['default']):,.0f} MB\n")
+    if r.get("default_one_process"):
+        w1 = [run["wall_seconds"] for run in r["default_one_process"]]
+        print(f"default study in one process (`--workers 1`): median {statistics.median(w1):.0f} s "
+              f"({', '.join(f'{w:.0f} s' for w in w1)}); peak RSS "
+              f"{max(run['peak_rss_mb'] for run in r['default_one_process']):,.0f} MB\n")
     print("| study | experiment | train time | test accuracy |\n|---|---|---|---|")
     for name, run in [("default", r["default"][0]), *r.get("real", {}).items()]:
         for exp, m in run["experiments"].items():

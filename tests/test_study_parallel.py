@@ -153,7 +153,9 @@ def test_each_worker_gets_one_gpu_and_a_share_of_the_cores():
 
 def test_plan_workers(tmp_path, monkeypatch):
     study, where = load_study(None)
-    assert plan_workers(study, tmp_path, False, where) == (1, [])  # the default: sequential
+    assert study.workers == "auto"  # the default study spreads its experiments
+    study.workers = 1
+    assert plan_workers(study, tmp_path, False, where) == (1, [])  # sequential
     study.workers = 9
     assert plan_workers(study, tmp_path, False, where)[0] == len(study.experiments)  # no idle workers
     study.workers = "auto"
