@@ -6,6 +6,7 @@ a run that was then killed) are dropped, so the file holds each epoch once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -52,7 +53,8 @@ class Tracker:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        self.sync()
+        with contextlib.suppress(OSError):  # flushed already; a failing sync must not hide the error that stops a run
+            self.sync()
         self._file.close()
         if self._wandb is not None:
             self._wandb.finish()
