@@ -165,6 +165,16 @@ def test_plan_workers(tmp_path, monkeypatch):
     assert plan_workers(study, tmp_path, False, where) == (2, ["4", "6"])  # one per visible GPU
     study.defaults["device"] = "cpu"  # experiments that run on the CPU get no GPU: one worker per core
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr(parallel, "available_memory", lambda: 64 * 2**30)
+    assert plan_workers(study, tmp_path, False, where) == (3, [])
+    monkeypatch.setattr(parallel, "available_memory", lambda: 3.2 * 2**30)  # room for two workers only
+    assert plan_workers(study, tmp_path, False, where) == (2, [])
+    monkeypatch.setattr(parallel, "available_memory", lambda: 2**30)  # never fewer than one
+    assert plan_workers(study, tmp_path, False, where) == (1, [])
+    monkeypatch.setattr(parallel, "available_memory", lambda: None)  # unknown: the cores decide
+    assert plan_workers(study, tmp_path, False, where) == (3, [])
+    study.workers = 3  # an explicit number is the user's call
+    monkeypatch.setattr(parallel, "available_memory", lambda: 2**30)
     assert plan_workers(study, tmp_path, False, where) == (3, [])
     study.workers = 2  # an experiment that is data-parallel itself needs the GPUs to itself
     monkeypatch.setattr(parallel, "experiment_config", lambda *a: SimpleNamespace(device="cpu", devices=4))
