@@ -92,7 +92,7 @@ def densify(model: nn.Module, in_channels: int, image_size: tuple[int, int]) -> 
     count = 0
     for m, (h, w) in sizes.items():
         (kh, kw), (sh, sw), (ph, pw) = m.kernel_size, m.stride, m.padding
-        if h * w > 1 and h * w >= kh * kw:  # no fewer multiply-adds than the convolution: measured slower
+        if h * w > 1 and h * w >= kh * kw:  # no multiply-adds to save: left alone (see the docstring)
             continue
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         window = None
