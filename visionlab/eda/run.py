@@ -284,8 +284,6 @@ def observations(r: dict) -> list[str]:
     return notes
 
 
-
-
 def _plain(value):
     if isinstance(value, np.generic):
         return value.item()

@@ -96,8 +96,6 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-
-
 def _img(path: Path, alt: str) -> str:
     if not path.exists():
         return f"<p>({html.escape(path.name)} missing)</p>"

@@ -198,5 +198,3 @@ def _check_out(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UserError(f"{out}: cannot write the study folder ({exc.strerror}); choose another --out") from None
-
-
