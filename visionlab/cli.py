@@ -126,6 +126,13 @@ def _parse_set(items: list[str] | None) -> dict:
 
 
 def cmd_train(args) -> int:
+    from .evaluation.painter import Painter
+
+    with Painter.start() as painter:  # first: it loads matplotlib on another core while torch loads here
+        return _train(args, painter)
+
+
+def _train(args, painter) -> int:
     from .training import load_config, train
     from .training.config import read_yaml, resume_config_file
 
@@ -139,7 +146,7 @@ def cmd_train(args) -> int:
         changed = {k: v for k, v in overrides.items() if v is not None and k != "out" and base.get(k) != v}
         if changed:
             log.info("resume: overriding %s", ", ".join(f"{k}={v}" for k, v in changed.items()))
-    result = train(load_config(config_file, overrides), resume=args.resume)
+    result = train(load_config(config_file, overrides), resume=args.resume, painter=painter)
     if not result:  # a data-parallel rank other than 0 (under torchrun): rank 0 reports
         return 0
     print(f"test accuracy {result['test_accuracy']:.4f}  macro F1 {result['test_macro_f1']:.4f}  "
@@ -149,9 +156,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluation import reevaluate
+    from .evaluation.painter import Painter
 
-    result = reevaluate(Path(args.run_dir), data=args.data, device=args.device)
+    with Painter.start() as painter:
+        from .evaluation import reevaluate
+
+        result = reevaluate(Path(args.run_dir), data=args.data, device=args.device, painter=painter)
     if args.json:
         print(json.dumps(result))
     else:

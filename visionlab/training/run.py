@@ -145,9 +145,10 @@ def restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> N
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def train(config: TrainConfig, resume: bool = False) -> dict:
+def train(config: TrainConfig, resume: bool = False, painter=None) -> dict:
     """Train, evaluate and write a run folder; returns the metrics.json record (an empty dict on
-    data-parallel ranks other than 0, which write nothing)."""
+    data-parallel ranks other than 0, which write nothing). ``painter`` (evaluation.Painter): draws
+    the figures in its process while this one writes the predictions."""
     out = Path(config.out) if config.out else default_out(config)
     config.out = str(out)
     world = distributed.world_from_env()
@@ -163,13 +164,14 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     threads = torch.get_num_threads()  # the thread tuner may lower it; the caller gets it back
     distributed.start(world, device)
     try:
-        return _train(config, resume, out, world, device, precision)
+        return _train(config, resume, out, world, device, precision, painter)
     finally:
         distributed.stop()
         torch.set_num_threads(threads)
 
 
-def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.device, precision: str) -> dict:
+def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.device, precision: str,
+           painter=None) -> dict:
     from ..data import DataConfig, load_dataset
     from ..evaluation import evaluate_run
     from ..models import build_model, count_parameters
@@ -215,7 +217,7 @@ def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.de
     if not world.is_main:
         return {}
     record = evaluate_run(out, model=model, dataset=dataset, engine=engine, history=history,
-                          train_split=(train_images, train_labels))
+                          train_split=(train_images, train_labels), painter=painter)
     return {**record, "out": str(out)}
 
 
