@@ -76,7 +76,7 @@ def format_summary(s: dict) -> str:
     lines = [
         f"source      {s['source']}",
         f"images      {h}x{w}, {c} channel{'s' if c > 1 else ''}",
-        f"splits      " + ", ".join(f"{k} {v:,}" for k, v in s["splits"].items()),
+        "splits      " + ", ".join(f"{k} {v:,}" for k, v in s["splits"].items()),
         f"cache       {s['cache_dir']} ({'loaded' if s['cached'] else 'decoded in %.1f s' % s['decode_seconds']})",
         f"duplicates  {s['duplicates_across_splits']} val/test image(s) also in an earlier split",
         "",

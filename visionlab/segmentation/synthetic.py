@@ -148,7 +148,7 @@ def render_scene(rng, size: tuple[int, int], style: str = "cityscapes") -> tuple
 
 
 def _buildings(cv: _Canvas, horizon: float) -> None:
-    x, h, w, rng = 0.0, cv.h, cv.w, cv.rng
+    x, w, rng = 0.0, cv.w, cv.rng
     while x < w:
         width = rng.uniform(0.15, 0.35) * w
         top = rng.uniform(0.04, 0.75) * horizon
