@@ -94,8 +94,8 @@ def queue_figures(painter: Painter, out: Path, logits: np.ndarray, labels: np.nd
     pick = np.sort(pick)
     if len(pick):
         figures["predictions"] = "predictions.png"
-        painter.draw("plot_prediction_grid", np.asarray(images[indices[pick]]), labels[pick], preds[pick], probs[pick].max(1),
-                     classes, out / "predictions.png", f"{name}: test predictions (errors in red)")
+        painter.draw("plot_prediction_grid", np.asarray(images[indices[pick]]), labels[pick], preds[pick],
+                     probs[pick].max(1), classes, out / "predictions.png", f"{name}: test predictions (errors in red)")
     return figures
 
 

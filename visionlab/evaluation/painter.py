@@ -5,8 +5,9 @@ importing matplotlib (0.4-0.6 s) and drawing the confusion matrix, curves and pr
 (0.5-0.9 s), a fifth of lenet's whole 2-epoch MNIST command on this 2-core CPU while the other core
 sat idle. A ``Painter`` is started before torch is imported: its process loads matplotlib and
 warms the font cache on another core while torch loads, waits (no CPU) while the model trains,
-then draws the figures while this process writes predictions.npz and metrics.json. No library
-does this: a process pool would import the plotting code only when first given work.
+then draws the figures while this process runs the train-subsample pass for the class centroids
+and writes predictions.npz. No library does this: a process pool would import the plotting code
+only when first given work.
 
 Each figure is one call of a function of ``plots`` with picklable arguments, sent over a pipe.
 Whatever goes wrong in the painter (it died, a drawing failed) is redone in this process, so the
@@ -116,7 +117,8 @@ def _serve() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it closes the pipe
-    del sys.path[0]  # this file's folder: its modules are not top-level ones
+    if sys.path and Path(sys.path[0] or ".").resolve() == PLOTS.parent.resolve():
+        del sys.path[0]  # this file's folder (run as a script): its modules are not top-level ones
     spec = importlib.util.spec_from_file_location("visionlab_painter_plots", PLOTS)
     plots = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plots)
