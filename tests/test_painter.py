@@ -59,6 +59,7 @@ def test_a_failed_drawing_is_redone_here_and_raises_its_own_error(tmp_path):
         painter.draw("plot_curves", [{"epoch": 1}], tmp_path / "curves.png", "run")  # no losses: KeyError
         with pytest.raises(KeyError, match="train_loss"):
             painter.results()
+        assert painter.process is None and painter.jobs == []  # no reply left to be taken for a later job's
 
 
 def test_start_draws_here_where_a_second_process_would_not_help(monkeypatch):
@@ -77,3 +78,17 @@ def test_the_painter_module_imports_neither_torch_nor_matplotlib():
             "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_stray_output_from_the_painter_process_loses_no_figure(tmp_path):
+    """Anything else on the painter's stdout (a sitecustomize that prints, say) cannot be taken
+    for a reply: the figures are drawn here instead."""
+    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('hello'); sys.stdout.flush(); "
+                                "sys.stdin.buffer.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    painter = Painter(process)
+    for name, args, tag in _jobs():
+        painter.draw(name, *args, tmp_path / f"{tag}.png", "run")
+    assert [p.name for p in painter.results()] == ["confusion.png", "curves.png", "grid.png"]
+    assert painter.process is None and process.returncode is not None
+    for _, _, tag in _jobs():
+        assert (tmp_path / f"{tag}.png").stat().st_size > 1000

@@ -74,17 +74,26 @@ class Painter:
         return self.process is not None and self.sent > 0
 
     def results(self) -> list:
-        """Every queued drawing's result, in order; the queue is then empty."""
+        """Every queued drawing's result, in order; the queue is then empty. A drawing that fails
+        here raises its own error (and the painter process is ended: its replies would be out of step)."""
+        jobs, sent = self.jobs, self.sent
+        self.jobs, self.sent = [], 0
         results = []
-        for i, job in enumerate(self.jobs):
+        for i, job in enumerate(jobs):
             reply = None
-            if i < self.sent and self.process is not None:
+            if i < sent and self.process is not None:
                 try:
                     reply = pickle.load(self.process.stdout)
-                except (OSError, EOFError, pickle.UnpicklingError):
+                except Exception:  # EOF, a broken pipe, or stray bytes on its stdout: draw here
                     self._stop()
-            results.append(reply[1] if reply is not None and reply[0] else draw_here(*job))
-        self.jobs, self.sent = [], 0
+            if isinstance(reply, tuple) and len(reply) == 2 and reply[0] is True:
+                results.append(reply[1])
+                continue
+            try:
+                results.append(draw_here(*job))
+            except BaseException:
+                self.close()
+                raise
         return results
 
     def close(self) -> None:
