@@ -46,7 +46,8 @@ def class_distribution(dist: dict, classes: list[str], path: Path) -> Path:
     ratio = dist["imbalance_ratio"]
     ax.set_title(f"images per class and split (imbalance ratio {ratio:.2f})" if ratio else "images per class")
     ax.set_ylabel("images")
-    ax.legend(frameon=False)
+    ax.set_ylim(0, max(bottom.max(), 1) * 1.18)  # headroom: balanced classes leave no empty corner for the legend
+    ax.legend(frameon=False, loc="upper center", ncol=len(dist["counts"]))
     return _save(fig, path)
 
 
