@@ -29,7 +29,7 @@ def plot_accuracy_bars(experiments: list[dict], path: Path) -> Path:
     ax.set_xticks(x, [short(n, 20) for n in names], rotation=20 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy by experiment")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # outside: never over a bar
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -44,7 +44,8 @@ def plot_confusions(experiments: list[dict], classes: list[str], path: Path) -> 
     rows = int(np.ceil(n / cols))
     k = len(classes)
     side = min(3 + 0.25 * k, 7)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * side, rows * side + 0.3), squeeze=False)
+    # 0.7 in a row for its two-line title and the x label: the square panels leave tight_layout none
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * side, rows * (side + 0.7)), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, e in zip(axes.flat, experiments):
@@ -59,7 +60,7 @@ def plot_confusions(experiments: list[dict], classes: list[str], path: Path) -> 
         ax.set_yticks(ticks if labels else [], labels, fontsize=7)
         ax.set_xlabel("predicted", fontsize=8)
         ax.set_ylabel("true", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=1.5)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
