@@ -51,3 +51,12 @@ def test_figures_draw_class_names_that_look_like_mathtext(tmp_path):
     assert set(figures) == {"confusion_matrix", "curves", "predictions"}
     for name in figures.values():
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_figure_titles_tell_augmented_runs_apart():
+    from visionlab.evaluation.evaluate import figure_title
+    from visionlab.training.config import TrainConfig
+
+    assert figure_title(TrainConfig(model="cnn")) == "cnn"
+    assert figure_title(TrainConfig(model="cnn", augment="standard")) == "cnn + standard aug"
+    assert figure_title(TrainConfig(model="resnet18", augment=["crop:4", "flip"])) == "resnet18 + crop:4, flip aug"

@@ -110,6 +110,13 @@ def write_figures(out: Path, record: dict, images: np.ndarray, classes: list[str
     return figures
 
 
+def figure_title(config) -> str:
+    """The run as its figures name it: the model, and its augmentation unless none (a study's
+    'cnn' and 'cnn + standard aug' must not both read 'cnn')."""
+    augment = config.augment if isinstance(config.augment, str) else ", ".join(map(str, config.augment))
+    return config.model if augment == "none" else f"{config.model} + {augment} aug"
+
+
 def _figures_on_test(painter: Painter, out: Path, images, classes: list[str], history: list[dict] | None, config,
                      engine):
     """(metrics, figures, on_test) for write_predictions: on_test fills metrics and queues the
@@ -121,7 +128,7 @@ def _figures_on_test(painter: Painter, out: Path, images, classes: list[str], hi
     def on_test(logits, labels):
         metrics.update(classification_metrics(logits, labels, classes, config.top_k))
         figures.update(queue_figures(painter, out, logits, labels, np.arange(len(labels)), metrics["confusion_matrix"],
-                                     images, classes, history, config.model, config.seed))
+                                     images, classes, history, figure_title(config), config.seed))
         if painter.drawing and engine.device.type == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads() - 1))
 
