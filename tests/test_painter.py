@@ -2,6 +2,7 @@
 redone here: no figure is lost and a real error surfaces with its own exception."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -83,8 +84,9 @@ def test_the_painter_module_imports_neither_torch_nor_matplotlib():
 def test_stray_output_from_the_painter_process_loses_no_figure(tmp_path):
     """Anything else on the painter's stdout (a sitecustomize that prints, say) cannot be taken
     for a reply: the figures are drawn here instead."""
-    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('hello'); sys.stdout.flush(); "
-                                "sys.stdin.buffer.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('hello, painter here'); "
+                                "sys.stdout.flush(); sys.stdin.buffer.read()"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
     painter = Painter(process)
     for name, args, tag in _jobs():
         painter.draw(name, *args, tmp_path / f"{tag}.png", "run")
@@ -92,3 +94,21 @@ def test_stray_output_from_the_painter_process_loses_no_figure(tmp_path):
     assert painter.process is None and process.returncode is not None
     for _, _, tag in _jobs():
         assert (tmp_path / f"{tag}.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("side", [4, 200])  # the job fits in the pipe's buffer, or its write waits on the reader
+def test_a_stuck_painter_cannot_hang_the_run(tmp_path, side):
+    """A painter process that neither reads nor answers is killed after ``stall`` seconds without
+    progress and the figures are drawn here."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE)
+    painter = Painter(process)
+    painter.stall = 0.5
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (32, side, side, 3), dtype=np.uint8)  # 200 px: a 3.8 MB message
+    labels = np.arange(32) % 4
+    painter.draw("plot_prediction_grid", images, labels, labels, rng.random(32), ["a", "b", "c", "d"],
+                 tmp_path / "grid.png", "run")
+    [path] = painter.results()
+    assert path.stat().st_size > 1000
+    assert painter.process is None and process.returncode == -signal.SIGKILL  # killed, not waited out

@@ -9,19 +9,27 @@ then draws the figures while this process runs the train-subsample pass for the 
 and writes predictions.npz. No library does this: a process pool would import the plotting code
 only when first given work.
 
-Each figure is one call of a function of ``plots`` with picklable arguments, sent over a pipe.
-Whatever goes wrong in the painter (it died, a drawing failed) is redone in this process, so the
-figures are the same either way and a real error surfaces with its own traceback here.
+Each figure is one call of a function of ``plots`` with picklable arguments, sent over a pipe as
+a length-prefixed pickle. Whatever goes wrong in the painter (it died, a drawing failed, it sent
+something else, it made no progress for STALL seconds) is redone in this process, so the figures
+are the same either way, a real error surfaces with its own traceback here, and a stuck painter
+cannot hang the run.
 """
 from __future__ import annotations
 
 import os
 import pickle
+import select
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 PLOTS = Path(__file__).with_name("plots.py")
+STALL = 120.0  # seconds without a byte moving before the painter counts as stuck (a figure takes ~0.3 s)
+HEADER = struct.Struct("<Q")  # each message: its length, then the pickle
+LARGEST = 1 << 32  # a longer message is not one of ours (stray bytes read as a length)
 
 
 def draw_here(name: str, args: tuple, kwargs: dict):
@@ -34,17 +42,22 @@ class Painter:
     """``draw(name, *args)`` queues ``plots.<name>(*args)``; ``results()`` waits for every queued
     drawing and returns their results in order. Use as a context manager (``close`` ends the process)."""
 
+    stall = STALL
+
     def __init__(self, process: subprocess.Popen | None):
         self.process = process
         self.jobs: list[tuple[str, tuple, dict]] = []
         self.sent = 0  # jobs[:sent] went to the process; the rest are drawn here
+        if process is not None:
+            os.set_blocking(process.stdin.fileno(), False)  # writes wait in select, with a deadline
 
     @classmethod
     def start(cls) -> "Painter":
         """A painter with its own process, or one that draws in this process where a second process
-        would not help: one usable core, or a data-parallel rank other than 0."""
+        would not help (one usable core, or a data-parallel rank other than 0) or select() cannot
+        watch a pipe (Windows)."""
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        if cores < 2 or os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 evaluates
+        if cores < 2 or os.environ.get("RANK", "0") != "0" or os.name != "posix":  # torchrun: rank 0 evaluates
             return cls(None)
         return cls.launch()
 
@@ -53,7 +66,7 @@ class Painter:
         """A painter with its own process (drawing here if the process cannot start)."""
         try:  # the file, not `-m`: importing the visionlab.evaluation package runs its __init__
             process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL)
+                                       stderr=subprocess.DEVNULL, bufsize=0)
         except OSError:
             return cls(None)
         return cls(process)
@@ -61,12 +74,10 @@ class Painter:
     def draw(self, name: str, *args, **kwargs) -> None:
         self.jobs.append((name, args, kwargs))
         if self.process is not None and self.sent == len(self.jobs) - 1:
-            try:
-                pickle.dump(self.jobs[-1], self.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
-                self.process.stdin.flush()
+            if _send(self.process.stdin.fileno(), self.jobs[-1], self.stall):
                 self.sent += 1
-            except (OSError, ValueError):  # the painter is gone (broken pipe, closed): draw here
-                self._stop()
+            else:  # the painter is gone or stuck: this drawing and the next are done here
+                self._stop(kill=True)
 
     @property
     def drawing(self) -> bool:
@@ -83,9 +94,9 @@ class Painter:
             reply = None
             if i < sent and self.process is not None:
                 try:
-                    reply = pickle.load(self.process.stdout)
-                except Exception:  # EOF, a broken pipe, or stray bytes on its stdout: draw here
-                    self._stop()
+                    reply = _receive(self.process.stdout.fileno(), self.stall)
+                except Exception:  # EOF, no progress for STALL s, or stray bytes on its stdout: draw here
+                    self._stop(kill=True)
             if isinstance(reply, tuple) and len(reply) == 2 and reply[0] is True:
                 results.append(reply[1])
                 continue
@@ -100,23 +111,63 @@ class Painter:
         if self.process is not None:
             self._stop()
 
-    def _stop(self) -> None:
+    def _stop(self, kill: bool = False) -> None:
+        """End the process: at the end of its input, or at once (kill) when it broke the protocol."""
         process, self.process = self.process, None
         try:
             process.stdin.close()  # the painter ends at end of input
         except OSError:
             pass
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=0 if kill else 5)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        process.stdout.close()
 
     def __enter__(self) -> "Painter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _send(fd: int, message, stall: float) -> bool:
+    """Write one message to a non-blocking pipe; False if the reader is gone or takes no byte for ``stall`` s."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    data = memoryview(HEADER.pack(len(payload)) + payload)
+    while data:
+        try:
+            if not select.select([], [fd], [], stall)[1]:
+                return False
+            data = data[os.write(fd, data):]
+        except BlockingIOError:
+            continue
+        except OSError:  # a broken pipe: the painter died
+            return False
+    return True
+
+
+def _receive(fd: int, stall: float):
+    """Read one message from a pipe; raises EOFError at its end, TimeoutError after ``stall`` s without
+    a byte, ValueError for what cannot be a message."""
+    def exactly(n: int) -> bytes:
+        chunks, deadline = [], time.monotonic() + stall
+        while n:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError("the painter made no progress")
+            chunk = os.read(fd, n)
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            n -= len(chunk)
+            deadline = time.monotonic() + stall
+        return b"".join(chunks)
+
+    (length,) = HEADER.unpack(exactly(HEADER.size))
+    if length > LARGEST:
+        raise ValueError("not a painter message")
+    return pickle.loads(exactly(length))
 
 
 def _serve() -> None:
@@ -137,15 +188,16 @@ def _serve() -> None:
     plots.plt.close(fig)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
-        try:
-            name, args, kwargs = pickle.load(stdin)
-        except EOFError:  # the parent is done: leave at once (every reply is flushed)
+        header = stdin.read(HEADER.size)
+        if len(header) < HEADER.size:  # the parent is done: leave at once (every reply is flushed)
             os._exit(0)
+        name, args, kwargs = pickle.loads(stdin.read(HEADER.unpack(header)[0]))
         try:
             reply = (True, getattr(plots, name)(*args, **kwargs))
         except Exception as exc:  # reported as a failure: the parent draws this one itself
             reply = (False, f"{type(exc).__name__}: {exc}")
-        pickle.dump(reply, stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.write(HEADER.pack(len(data)) + data)
         stdout.flush()
 
 
