@@ -39,7 +39,8 @@ def test_metrics_match_scikit_learn(n_classes, missing, seed):
 
 def test_figures_draw_class_names_that_look_like_mathtext(tmp_path):
     """'$' in a class or run name is drawn as written; unescaped, matplotlib fails to parse it."""
-    from visionlab.evaluation.evaluate import write_figures
+    from visionlab.evaluation.evaluate import queue_figures
+    from visionlab.evaluation.painter import Painter
 
     classes = [r"$\frac$", "$x^$", "US$"]
     rng = np.random.default_rng(0)
@@ -47,7 +48,11 @@ def test_figures_draw_class_names_that_look_like_mathtext(tmp_path):
     record = {"logits": rng.normal(size=(40, 3)).astype(np.float32), "labels": labels, "indices": np.arange(40)}
     images = rng.integers(0, 255, (40, 8, 8, 1), dtype=np.uint8)
     history = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_accuracy": 0.5, "val_accuracy": 0.4}]
-    figures = write_figures(tmp_path, record, images, classes, history, "run $x^$", seed=0)
+    painter = Painter(None)  # drawn here
+    confusion = classification_metrics(record["logits"], record["labels"], classes)["confusion_matrix"]
+    figures = queue_figures(painter, tmp_path, record["logits"], record["labels"], record["indices"], confusion,
+                            images, classes, history, "run $x^$", seed=0)
+    painter.results()
     assert set(figures) == {"confusion_matrix", "curves", "predictions"}
     for name in figures.values():
         assert (tmp_path / name).stat().st_size > 1000
