@@ -175,3 +175,44 @@ def test_console_entry_subprocess(tmp_path):
     lines = proc.stderr.strip("\n").split("\n")
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("visionlab: error: ") and "no-such-dataset" in lines[0]
+
+
+def test_console_entry_flushes_block_buffered_output(class_folder):
+    """`python -m visionlab` leaves through os._exit (cli.run): what it printed to a pipe, which
+    Python buffers in blocks, must still arrive whole, with the exit code."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-m", "visionlab", "data", str(class_folder), "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["classes"] == ["cat", "dog", "eel"]
+
+
+class _Exited(Exception):
+    pass
+
+
+def test_run_exits_quickly_unless_something_still_runs(monkeypatch):
+    """cli.run: main's exit code through os._exit; the ordinary exit (SystemExit) instead while a
+    thread that is not a daemon still runs, so that Python waits for it."""
+    import threading
+
+    from visionlab import cli
+
+    def fake_exit(code):
+        raise _Exited(code)
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(_Exited) as quick:
+        cli.run()
+    assert quick.value.args == (3,)
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait)  # not a daemon
+    worker.start()
+    try:
+        with pytest.raises(SystemExit) as ordinary:
+            cli.run()
+        assert ordinary.value.code == 3
+    finally:
+        release.set()
+        worker.join()

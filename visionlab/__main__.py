@@ -1,4 +1,4 @@
 """``python -m visionlab``: the same as the ``visionlab`` command."""
-from .cli import main
+from .cli import run
 
-raise SystemExit(main())
+run()
