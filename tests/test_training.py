@@ -297,6 +297,29 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
         torch.set_num_threads(before)
 
 
+def test_thread_tuner_looks_again_past_slow_first_steps(monkeypatch):
+    """A run's first all-thread steps are slow while it warms up: where one thread then looks
+    faster, all threads are timed once more, and kept when they are now the faster."""
+    from visionlab.training import loop
+
+    clock, steps = [0.0], [0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    before = torch.get_num_threads()
+    try:
+        tuner = loop.ThreadTuner(2)
+        tuner.start_epoch(40)
+        for _ in range(40):
+            two = 0.06 if steps[0] < 8 else 0.005  # start-up, then the real all-thread speed
+            clock[0] += two if torch.get_num_threads() == 2 else 0.008
+            steps[0] += 1
+            tuner.after_step()
+        assert tuner.done and torch.get_num_threads() == 2
+        assert tuner.times[2] == pytest.approx([0.005] * loop.ThreadTuner.PROBE)  # the second look
+        assert len(tuner.times[1]) == loop.ThreadTuner.PROBE
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "triangle"), ("adam", "onecycle")])
 def test_training_steps_never_read_values_back_from_the_device(monkeypatch, optimizer, schedule):
     """The GPU fast path's rule (no host synchronisation inside the step), checked on CPU: in an

@@ -145,9 +145,10 @@ class ThreadTuner:
     threads the OS has descheduled; measured on this 2-core machine with one other busy
     process, lenet's 2 MNIST epochs went from 4 s to 97 s (one thread: about 6 s). So each epoch
     times its first steps on all threads; on the first epoch, and whenever they are slower than
-    the quickest one-thread steps seen in this run, it times a few steps on one thread too and
-    keeps the faster count for the rest of the epoch and the validation after it. On a quiet
-    machine that costs a few single-thread steps once per run. Off for deterministic runs (the
+    the quickest one-thread steps seen in this run, it times a few steps on one thread too (and,
+    where one looked faster, all threads once more) and keeps the faster count for the rest of
+    the epoch and the validation after it. On a quiet machine that costs a few single-thread
+    steps once per run. Off for deterministic runs (the
     thread count can change float summation order). One tuner lives for a whole run.
     """
 
@@ -170,23 +171,33 @@ class ThreadTuner:
         now = time.perf_counter()
         seconds, self.last = now - self.last, now
         phase = self.WARM + self.PROBE
-        threads, k = (self.full, self.step) if self.step < phase else (1, self.step - phase)
-        if k >= self.WARM:
-            self.times[threads].append(seconds)
+        if self.step % phase >= self.WARM:  # phases: all threads, one, (all again)
+            self.times[1 if self.step // phase == 1 else self.full].append(seconds)
         self.step += 1
+        if self.step % phase:
+            return
+        full = _median(self.times[self.full])
         if self.step == phase:
-            if _median(self.times[self.full]) <= self.best_one < math.inf:  # faster than one thread was: keep
+            if full <= self.best_one < math.inf:  # faster than one thread was: keep
                 self.done = True
             else:  # the first epoch, or slower than one thread: time one thread now
                 torch.set_num_threads(1)
-        elif self.step == 2 * phase:
-            one = _median(self.times[1])
+            return
+        one = _median(self.times[1])
+        if self.step == 2 * phase:
             self.best_one = min(self.best_one, one)
-            chosen = self.full if _median(self.times[self.full]) <= one else 1
-            torch.set_num_threads(chosen)
-            if chosen != self.full:
-                log.info("CPU busy with other work: 1 thread this epoch (faster than %d now)", self.full)
-            self.done = True
+            if full > one:
+                # Time all threads once more before settling on one: a run's first steps are slow
+                # while its memory and kernels warm up (measured: 10-60 ms against 5.5 ms later),
+                # which alone made 3 of 5 lenet runs spend their first epoch on one thread.
+                self.times[self.full] = []
+                torch.set_num_threads(self.full)
+                return
+        chosen = self.full if full <= one else 1
+        torch.set_num_threads(chosen)
+        if chosen != self.full:
+            log.info("CPU busy with other work: 1 thread this epoch (faster than %d now)", self.full)
+        self.done = True
 
 
 def _median(values: list[float]) -> float:
