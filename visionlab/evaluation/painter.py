@@ -10,10 +10,11 @@ and writes predictions.npz. No library does this: a process pool would import th
 only when first given work.
 
 Each figure is one call of a function of ``plots`` with picklable arguments, sent over a pipe as
-a length-prefixed pickle. Whatever goes wrong in the painter (it died, a drawing failed, it sent
-something else, it made no progress for STALL seconds) is redone in this process, so the figures
-are the same either way, a real error surfaces with its own traceback here, and a stuck painter
-cannot hang the run.
+a length-prefixed pickle, and drawn in a child the painter forks for it, so that a run's three
+figures are drawn at once (0.3-0.4 s instead of 0.5-0.6 s here). Whatever goes wrong there (the
+painter or a drawing child died, a drawing failed, the painter sent something else or made no
+progress for STALL seconds) is redone in this process, so the figures are the same either way,
+a real error surfaces with its own traceback here, and a stuck painter cannot hang the run.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ PLOTS = Path(__file__).with_name("plots.py")
 STALL = 120.0  # seconds without a byte moving before the painter counts as stuck (a figure takes ~0.3 s)
 HEADER = struct.Struct("<Q")  # each message: its length, then the pickle
 LARGEST = 1 << 32  # a longer message is not one of ours (stray bytes read as a length)
+AT_ONCE = 4  # drawings under way at a time. A run queues three: all start together and the OS shares
+# the cores among them (on 2 cores, limited to 2, the third waited for the 0.3 s confusion matrix)
 
 
 def draw_here(name: str, args: tuple, kwargs: dict):
@@ -148,20 +151,21 @@ def _send(fd: int, message, stall: float) -> bool:
     return True
 
 
-def _receive(fd: int, stall: float):
+def _receive(fd: int, stall: float | None):
     """Read one message from a pipe; raises EOFError at its end, TimeoutError after ``stall`` s without
-    a byte, ValueError for what cannot be a message."""
+    a byte (None: no deadline), ValueError for what cannot be a message."""
     def exactly(n: int) -> bytes:
-        chunks, deadline = [], time.monotonic() + stall
+        chunks, deadline = [], time.monotonic() + (stall or 0.0)
         while n:
-            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            wait = None if stall is None else max(0.0, deadline - time.monotonic())
+            if not select.select([fd], [], [], wait)[0]:
                 raise TimeoutError("the painter made no progress")
             chunk = os.read(fd, n)
             if not chunk:
                 raise EOFError
             chunks.append(chunk)
             n -= len(chunk)
-            deadline = time.monotonic() + stall
+            deadline = time.monotonic() + (stall or 0.0)
         return b"".join(chunks)
 
     (length,) = HEADER.unpack(exactly(HEADER.size))
@@ -171,7 +175,9 @@ def _receive(fd: int, stall: float):
 
 
 def _serve() -> None:
-    """The painter process: load plots.py, warm up, then draw each job read from stdin."""
+    """The painter process: load plots.py, warm up, then draw the jobs read from stdin, each in a
+    forked child, up to AT_ONCE at a time, and pass their replies on in order."""
+    import collections
     import importlib.util
     import io
     import signal
@@ -186,19 +192,69 @@ def _serve() -> None:
     fig.text(0.5, 0.5, "0.99 warm-up")
     fig.savefig(io.BytesIO(), format="png")
     plots.plt.close(fig)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    die_with_parent = _death_signal(signal.SIGKILL)
+    pending: collections.deque[tuple[int, int]] = collections.deque()  # drawings under way, in job order
     while True:
-        header = stdin.read(HEADER.size)
-        if len(header) < HEADER.size:  # the parent is done: leave at once (every reply is flushed)
+        if pending and (len(pending) >= AT_ONCE or not select.select([0], [], [], 0)[0]):
+            _pass_on(*pending.popleft())  # no next job yet (or AT_ONCE under way): the oldest one's reply
+            continue
+        try:
+            job = _receive(0, None)
+        except EOFError:  # the parent is done: leave at once (it has every reply it wanted)
             os._exit(0)
-        name, args, kwargs = pickle.loads(stdin.read(HEADER.unpack(header)[0]))
+        pending.append(_draw_forked(plots, job, die_with_parent))
+
+
+def _draw_forked(plots, job: tuple, die_with_parent) -> tuple[int, int]:
+    """Fork a child that draws ``job`` and writes its reply (one message) to a pipe: (pid, read end).
+
+    Why fork: the three figures of a run took 0.5-0.65 s one after the other, the last stretch of
+    lenet's MNIST command; forked from the warmed-up painter, each starts drawing at once."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    try:  # the child
+        os.close(read)
+        quiet = os.open(os.devnull, os.O_RDWR)
+        os.dup2(quiet, 0)  # the painter's pipes are the painter's alone: its parent reads
+        os.dup2(quiet, 1)  # their end of file as the painter's death
+        die_with_parent()
+        name, args, kwargs = job
         try:
             reply = (True, getattr(plots, name)(*args, **kwargs))
         except Exception as exc:  # reported as a failure: the parent draws this one itself
             reply = (False, f"{type(exc).__name__}: {exc}")
         data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.write(HEADER.pack(len(data)) + data)
-        stdout.flush()
+        with open(write, "wb") as pipe:
+            pipe.write(HEADER.pack(len(data)) + data)
+    finally:
+        os._exit(0)
+
+
+def _pass_on(pid: int, read: int) -> None:
+    """Wait for a drawing child and write its reply to stdout, or a failure if it died without one."""
+    with open(read, "rb") as pipe:
+        data = pipe.read()  # to the end: the child has exited
+    os.waitpid(pid, 0)
+    if len(data) < HEADER.size or HEADER.unpack(data[:HEADER.size])[0] != len(data) - HEADER.size:
+        payload = pickle.dumps((False, "the drawing process died"), protocol=pickle.HIGHEST_PROTOCOL)
+        data = HEADER.pack(len(payload)) + payload
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+def _death_signal(signum: int):
+    """A function that makes the calling process get ``signum`` when its parent dies (Linux's
+    PR_SET_PDEATHSIG): a drawing child never outlives a painter killed as stuck. A no-op elsewhere."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: prctl(1, signum)  # 1: PR_SET_PDEATHSIG
 
 
 if __name__ == "__main__":
