@@ -11,10 +11,19 @@ cache), synthetic (generated street scenes), models, augment (joint image + mask
 loop (training), evaluate, visuals, report, command (``visionlab segment``). Heavy imports (torch models,
 segmentation-models-pytorch, matplotlib) happen inside the functions that need them.
 """
-from .classes import ClassMap, cityscapes, cross_map, idd_level3, load_class_map
-from .config import SegConfig, make_seg_config
-from .data import SegDataConfig, SegDataset, load_segmentation
-from .synthetic import make_street_dataset
+import importlib
+
+# Names load on first use (PEP 562): `visionlab --help` and every other command build their parser
+# from ``command``, which must not pay for these modules' imports (pydantic models, numpy readers).
+_HOME = {"ClassMap": "classes", "cityscapes": "classes", "cross_map": "classes", "idd_level3": "classes",
+         "load_class_map": "classes", "SegConfig": "config", "make_seg_config": "config", "SegDataConfig": "data",
+         "SegDataset": "data", "load_segmentation": "data", "make_street_dataset": "synthetic"}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
 
 
 def train(config, resume: bool = False) -> dict:
