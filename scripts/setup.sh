@@ -18,3 +18,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --no-deps -e .
   echo "$want" > "$stamp"
 fi
+# visionlab's own bytecode, written now: where PYTHONDONTWRITEBYTECODE is set, as on this project's
+# machines, every command would otherwise compile each module it imports (pip does this for site-packages)
+.venv/bin/python -m compileall -q visionlab >/dev/null
