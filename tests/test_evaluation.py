@@ -65,3 +65,28 @@ def test_figure_titles_tell_augmented_runs_apart():
     assert figure_title(TrainConfig(model="cnn")) == "cnn"
     assert figure_title(TrainConfig(model="cnn", augment="standard")) == "cnn + standard aug"
     assert figure_title(TrainConfig(model="resnet18", augment=["crop:4", "flip"])) == "resnet18 + crop:4, flip aug"
+
+
+def test_write_predictions_hands_over_the_test_logits_before_the_record(tmp_path):
+    """on_test (where a GPU run queues its figures, for the painter to draw during the train pass)
+    gets the test logits and labels that the record then holds, before predictions.npz exists."""
+    import torch
+
+    from visionlab.evaluation.evaluate import write_predictions
+    from visionlab.models import build_model
+    from visionlab.models.base import ModelOptions
+    from visionlab.training.loop import Engine, autocast_for
+
+    cpu = torch.device("cpu")
+    model = build_model("mlp", 3, 1, (8, 8), ModelOptions()).eval()
+    engine = Engine(cpu, torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), autocast_for(cpu, "fp32"), False)
+    rng = np.random.default_rng(0)
+    test_images, test_labels = rng.integers(0, 255, (20, 8, 8, 1), dtype=np.uint8), rng.integers(0, 3, 20)
+    train_images, train_labels = rng.integers(0, 255, (30, 8, 8, 1), dtype=np.uint8), np.arange(30) % 3
+    seen = []
+    record = write_predictions(tmp_path, model, engine, test_images, test_labels, train_images, train_labels, 3, 8, 0,
+                               on_test=lambda *a: seen.append((*a, (tmp_path / "predictions.npz").exists())))
+    [(logits, labels, written)] = seen
+    assert not written and (tmp_path / "predictions.npz").exists()
+    np.testing.assert_array_equal(logits, record["logits"])
+    np.testing.assert_array_equal(labels, record["labels"])

@@ -46,7 +46,8 @@ def write_predictions(out: Path, model, engine, test_images, test_labels, train_
     """One pass over the test set (with the views of ``tta``, already resolved for the classes) and
     a plain pass over a train subsample for centroids -> predictions.npz. Returns the record plus
     ``test_seconds``, the test pass's wall time (not saved). ``on_test(logits, labels)`` is called
-    between the two passes (evaluate_run queues the figures there, for a painter to draw meanwhile)."""
+    between the two passes (on a GPU evaluate_run queues the figures there, for a painter to draw
+    meanwhile)."""
     from ..training.run import subsample
 
     start = time.perf_counter()
@@ -107,11 +108,17 @@ def figure_title(config) -> str:
 
 def _predict_and_draw(out: Path, model, engine, test, train_images, train_labels, classes: list[str],
                       history: list[dict] | None, config, tta: str, painter: Painter | None):
-    """write_predictions, with the test metrics computed and the figures queued between its two
-    passes: ``painter`` draws them while the train pass and the save run here. On a CPU this
-    process then leaves the painter a core: with every core's thread busy, each parallel region
-    waits for the descheduled one (measured: the 10k-image train pass took 0.68 s, not 0.1 s).
-    Returns (record, metrics, figures) once every figure is drawn."""
+    """write_predictions, the test metrics and the figures (queued on ``painter``). Returns
+    (record, metrics, figures) once every figure is drawn.
+
+    On a GPU the figures are queued between write_predictions' two passes, so that the painter
+    draws them while the train pass and the save run. On a CPU both passes run first, on every
+    thread, and the figures after them: the painter's drawings and this process's threads would
+    share the same cores, and with every core's thread busy each parallel region waits for the
+    descheduled one (measured: lenet's 10k-image train pass took 0.68 s instead of 0.1 s). Leaving
+    the painter a core instead cost the pass a thread for its whole length to overlap 0.3-0.5 s
+    of drawing: ResNet-18's pass over 10k CIFAR-10 images takes 32-33 s on one thread here, 21 s
+    on two."""
     painter = painter or Painter(None)
     metrics, figures = {}, {}
 
@@ -119,16 +126,14 @@ def _predict_and_draw(out: Path, model, engine, test, train_images, train_labels
         metrics.update(classification_metrics(logits, labels, classes, config.top_k))
         figures.update(queue_figures(painter, out, logits, labels, np.arange(len(labels)), metrics["confusion_matrix"],
                                      test.images, classes, history, figure_title(config), config.seed))
-        if painter.drawing and engine.device.type == "cpu":
-            torch.set_num_threads(max(1, threads - 1))
 
-    threads = torch.get_num_threads()
-    try:
-        record = write_predictions(out, model, engine, test.images, test.labels, train_images, train_labels,
-                                   len(classes), config.eval_batch_size, config.seed, tta=tta, on_test=on_test)
-        painter.results()
-    finally:
-        torch.set_num_threads(threads)
+    overlap = engine.device.type != "cpu"
+    record = write_predictions(out, model, engine, test.images, test.labels, train_images, train_labels,
+                               len(classes), config.eval_batch_size, config.seed, tta=tta,
+                               on_test=on_test if overlap else None)
+    if not overlap:
+        on_test(record["logits"], record["labels"])
+    painter.results()
     return record, metrics, figures
 
 

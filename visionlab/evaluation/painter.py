@@ -5,8 +5,9 @@ importing matplotlib (0.4-0.6 s) and drawing the confusion matrix, curves and pr
 (0.5-0.9 s), a fifth of lenet's whole 2-epoch MNIST command on this 2-core CPU while the other core
 sat idle. A ``Painter`` is started before torch is imported: its process loads matplotlib and
 warms the font cache on another core while torch loads, waits (no CPU) while the model trains,
-then draws the figures while this process runs the train-subsample pass for the class centroids
-and writes predictions.npz. No library does this: a process pool would import the plotting code
+then draws the figures: on a GPU while this process runs the train-subsample pass for the class
+centroids and writes predictions.npz, on a CPU once those are done (they would share the cores).
+No library does this: a process pool would import the plotting code
 only when first given work.
 
 Each figure is one call of a function of ``plots`` with picklable arguments, sent over a pipe as
