@@ -443,3 +443,15 @@ def test_out_of_memory_after_skipped_checkpoints_goes_back_to_the_last_one(tmp_p
     assert written[:2] == [0, 1] and written[-1] == 4
     epochs = [json.loads(l)["epoch"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4] and result["epochs"] == 4
+
+
+def test_inference_batch_defaults_by_device():
+    """eval_batch_size unset: 256 images per inference step on a CPU (larger batches outgrow its
+    caches), 1024 on a GPU; a value set is kept."""
+    from visionlab.training.config import TrainConfig
+    from visionlab.training.loop import eval_batch
+
+    assert TrainConfig(data="digits").eval_batch_size is None
+    assert eval_batch(None, torch.device("cpu")) == 256
+    assert eval_batch(None, torch.device("cuda")) == 1024
+    assert eval_batch(2000, torch.device("cpu")) == 2000

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 CENTROID_IMAGES = 10_000  # train images behind the class centroids (a stratified subsample)
 
 
-def _infer_split(model, images, engine, batch_size: int, features: bool = True, tta: str = "none"):
+def _infer_split(model, images, engine, batch_size: int | None, features: bool = True, tta: str = "none"):
     """(logits, features or None, plain-view logits or None when tta is none) as numpy arrays."""
     from ..training.loop import infer
 
@@ -42,7 +42,7 @@ def _infer_split(model, images, engine, batch_size: int, features: bool = True, 
 
 
 def write_predictions(out: Path, model, engine, test_images, test_labels, train_images, train_labels,
-                      n_classes: int, batch_size: int, seed: int, tta: str = "none", on_test=None) -> dict:
+                      n_classes: int, batch_size: int | None, seed: int, tta: str = "none", on_test=None) -> dict:
     """One pass over the test set (with the views of ``tta``, already resolved for the classes) and
     a plain pass over a train subsample for centroids -> predictions.npz. Returns the record plus
     ``test_seconds``, the test pass's wall time (not saved). ``on_test(logits, labels)`` is called

@@ -250,16 +250,25 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
 
 
+def eval_batch(batch_size: int | None, device: torch.device) -> int:
+    """Images per inference step: ``batch_size``, or by default 1024 on a GPU and 256 on a CPU, where
+    larger batches outgrow the caches. Measured on this 2-core CPU (bf16): 10k MNIST images through
+    the cnn in 0.25-0.27 s at 256 against 0.44-1.1 s at 1024; ResNet-18 at 32 px, 2.6-3.3 s per
+    2,048 images against 3.9-4.0 s; lenet 0.12-0.17 s either way."""
+    return batch_size or (256 if device.type == "cpu" else 1024)
+
+
 @torch.inference_mode()
-def infer(model, images: torch.Tensor, engine: Engine, batch_size: int, features: bool = False, views=None):
+def infer(model, images: torch.Tensor, engine: Engine, batch_size: int | None, features: bool = False, views=None):
     """Run the model once over uint8 images: (logits (N, K) float32, features (N, D) if asked else
-    None, plain-view logits if ``views`` else None).
+    None, plain-view logits if ``views`` else None), ``batch_size`` images at a time (None: eval_batch's).
 
     ``views`` (test-time augmentation, evaluation/tta.py): a normalised batch x -> [(weight, view),
     ...] with x itself first; the logits are then the weighted sum over the views, while features
     and the plain-view logits come from x alone."""
     model.eval()
     logits, feats, plain = [], [], []
+    batch_size = eval_batch(batch_size, engine.device)
     for first in range(0, len(images), batch_size):
         x = engine.prepare(images[first: first + batch_size])
         with engine.autocast():
@@ -282,7 +291,7 @@ def infer(model, images: torch.Tensor, engine: Engine, batch_size: int, features
     return torch.cat(logits), (torch.cat(feats) if features else None), (torch.cat(plain) if views is not None else None)
 
 
-def evaluate(model, data: DeviceSplit, engine: Engine, batch_size: int) -> dict:
+def evaluate(model, data: DeviceSplit, engine: Engine, batch_size: int | None) -> dict:
     """Validation loss and accuracy (unweighted, no label smoothing: comparable across runs)."""
     if len(data) == 0:
         return {"val_loss": math.nan, "val_accuracy": math.nan}
