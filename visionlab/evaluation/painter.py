@@ -7,8 +7,7 @@ sat idle. A ``Painter`` is started before torch is imported: its process loads m
 warms the font cache on another core while torch loads, waits (no CPU) while the model trains,
 then draws the figures: on a GPU while this process runs the train-subsample pass for the class
 centroids and writes predictions.npz, on a CPU once those are done (they would share the cores).
-No library does this: a process pool would import the plotting code
-only when first given work.
+No library does this: a process pool would import the plotting code only when first given work.
 
 Each figure is one call of a function of ``plots`` with picklable arguments, sent over a pipe as
 a length-prefixed pickle, and drawn in a child the painter forks for it, so that a run's three

@@ -148,8 +148,8 @@ class ThreadTuner:
     the quickest one-thread steps seen in this run, it times a few steps on one thread too (and,
     where one looked faster, all threads once more) and keeps the faster count for the rest of
     the epoch and the validation after it. On a quiet machine that costs a few single-thread
-    steps once per run. Off for deterministic runs (the
-    thread count can change float summation order). One tuner lives for a whole run.
+    steps once per run. Off for deterministic runs (the thread count can change float summation
+    order). One tuner lives for a whole run.
     """
 
     WARM, PROBE = 2, 6  # steps skipped, then steps timed, per thread count
