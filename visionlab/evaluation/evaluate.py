@@ -140,7 +140,7 @@ def _predict_and_draw(out: Path, model, engine, test, train_images, train_labels
 def evaluate_run(out: Path, *, model, dataset, engine, history: list[dict], train_split,
                  painter: Painter | None = None) -> dict:
     """After training: best weights -> predictions.npz -> figures -> metrics.json (written last: a
-    run folder with metrics.json is complete). ``painter``: draws the figures meanwhile."""
+    run folder with metrics.json is complete). ``painter``: draws the figures in its own process."""
     from ..training import checkpoint
     from ..training.config import TrainConfig
 
@@ -198,7 +198,7 @@ def load_run(run_dir: Path, device: str = "auto"):
 
 def reevaluate(run_dir: Path, data: str | None = None, device: str = "auto", painter: Painter | None = None) -> dict:
     """Evaluate a saved run on its test split, or on another dataset with the same classes.
-    ``painter``: draws the figures meanwhile."""
+    ``painter``: draws the figures in its own process."""
     from ..data import DataConfig, load_dataset
 
     run_dir = Path(run_dir)

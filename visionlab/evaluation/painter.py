@@ -82,11 +82,6 @@ class Painter:
             else:  # the painter is gone or stuck: this drawing and the next are done here
                 self._stop(kill=True)
 
-    @property
-    def drawing(self) -> bool:
-        """Is the painter process busy with queued drawings?"""
-        return self.process is not None and self.sent > 0
-
     def results(self) -> list:
         """Every queued drawing's result, in order; the queue is then empty. A drawing that fails
         here raises its own error (and the painter process is ended: its replies would be out of step)."""
@@ -135,10 +130,15 @@ class Painter:
         self.close()
 
 
+def _message(obj) -> bytes:
+    """``obj`` as one message: its pickle's length, then the pickle."""
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(payload)) + payload
+
+
 def _send(fd: int, message, stall: float) -> bool:
     """Write one message to a non-blocking pipe; False if the reader is gone or takes no byte for ``stall`` s."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    data = memoryview(HEADER.pack(len(payload)) + payload)
+    data = memoryview(_message(message))
     while data:
         try:
             if not select.select([], [fd], [], stall)[1]:
@@ -226,9 +226,8 @@ def _draw_forked(plots, job: tuple, die_with_parent) -> tuple[int, int]:
             reply = (True, getattr(plots, name)(*args, **kwargs))
         except Exception as exc:  # reported as a failure: the parent draws this one itself
             reply = (False, f"{type(exc).__name__}: {exc}")
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         with open(write, "wb") as pipe:
-            pipe.write(HEADER.pack(len(data)) + data)
+            pipe.write(_message(reply))
     finally:
         os._exit(0)
 
@@ -239,8 +238,7 @@ def _pass_on(pid: int, read: int) -> None:
         data = pipe.read()  # to the end: the child has exited
     os.waitpid(pid, 0)
     if len(data) < HEADER.size or HEADER.unpack(data[:HEADER.size])[0] != len(data) - HEADER.size:
-        payload = pickle.dumps((False, "the drawing process died"), protocol=pickle.HIGHEST_PROTOCOL)
-        data = HEADER.pack(len(payload)) + payload
+        data = _message((False, "the drawing process died"))
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
 

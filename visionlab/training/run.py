@@ -148,7 +148,7 @@ def restore_rng(state: dict[str, torch.Tensor], generator: torch.Generator) -> N
 def train(config: TrainConfig, resume: bool = False, painter=None) -> dict:
     """Train, evaluate and write a run folder; returns the metrics.json record (an empty dict on
     data-parallel ranks other than 0, which write nothing). ``painter`` (evaluation.Painter): draws
-    the figures in its process while this one writes the predictions."""
+    the figures in its own process."""
     out = Path(config.out) if config.out else default_out(config)
     config.out = str(out)
     world = distributed.world_from_env()
