@@ -2,6 +2,7 @@
 safe checkpoints, config errors. All on the embedded digits data, a few epochs, CPU."""
 import json
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -446,12 +447,34 @@ def test_out_of_memory_after_skipped_checkpoints_goes_back_to_the_last_one(tmp_p
 
 
 def test_inference_batch_defaults_by_device():
-    """eval_batch_size unset: 256 images per inference step on a CPU (larger batches outgrow its
-    caches), 1024 on a GPU; a value set is kept."""
+    """eval_batch_size unset: on a CPU 2^18 pixels per inference step, at most 256 images (larger
+    batches outgrow its caches), 1024 on a GPU; a value set is kept."""
     from visionlab.training.config import TrainConfig
     from visionlab.training.loop import eval_batch
 
     assert TrainConfig(data="digits").eval_batch_size is None
     assert eval_batch(None, torch.device("cpu")) == 256
-    assert eval_batch(None, torch.device("cuda")) == 1024
-    assert eval_batch(2000, torch.device("cpu")) == 2000
+    assert eval_batch(None, torch.device("cpu"), 28 * 28) == 256 and eval_batch(None, torch.device("cpu"), 8 * 8) == 256
+    assert eval_batch(None, torch.device("cpu"), 128 * 128) == 16 and eval_batch(None, torch.device("cpu"), 64 * 64) == 64
+    assert eval_batch(None, torch.device("cpu"), 1024 * 1024) == 1
+    assert eval_batch(None, torch.device("cuda"), 128 * 128) == 1024
+    assert eval_batch(2000, torch.device("cpu"), 128 * 128) == 2000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and ru_minflt")
+def test_freed_buffers_stay_for_the_next_step():
+    """After keep_freed_memory, a 64 MB buffer (over glibc's largest mmap threshold, as the cnn's
+    first activation at 128 px is) freed and allocated again is not page-faulted in afresh."""
+    import resource
+
+    from visionlab.training.run import keep_freed_memory
+
+    keep_freed_memory()
+    faults = []
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        buffer = torch.empty(64 << 20, dtype=torch.uint8)
+        buffer.fill_(1)  # touch every page
+        del buffer
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert faults[-1] < 1000, faults  # 16,384 pages when it comes fresh from mmap each time

@@ -174,7 +174,7 @@ def load_run(run_dir: Path, device: str = "auto"):
     from ..training import checkpoint
     from ..training.config import make_config
     from ..training.loop import Engine, autocast_for
-    from ..training.run import resolve_device, resolve_precision
+    from ..training.run import keep_freed_memory, resolve_device, resolve_precision
 
     run_dir = Path(run_dir)
     for name in ("config.yaml", "run.json", "model.safetensors"):
@@ -189,7 +189,8 @@ def load_run(run_dir: Path, device: str = "auto"):
     tensors, _ = checkpoint.read(run_dir / "model.safetensors")
     checkpoint.load_weights_into(model, tensors, run_dir / "model.safetensors")
     dev = resolve_device(device)
-    model.to(dev).eval()
+    keep_freed_memory()  # inference allocates as training does: the same buffers every batch
+    model.to(dev, memory_format=torch.channels_last if config.channels_last else torch.preserve_format).eval()
     engine = Engine(dev, torch.tensor(info["mean"], device=dev).view(1, -1, 1, 1),
                     torch.tensor(info["std"], device=dev).view(1, -1, 1, 1),
                     autocast_for(dev, resolve_precision(config.precision, dev)), config.channels_last)

@@ -85,8 +85,13 @@ def keep_freed_memory() -> None:
     afresh. With glibc's defaults, blocks over its (adaptive) mmap threshold, and the top of the
     heap beyond 128 KiB, go back to the kernel on free, so the next step page-faults the same
     megabytes in again; measured here, that doubled a small CNN's first epoch (lenet on MNIST:
-    4.4 s -> 2.0 s with this). The memory stays with the process, the peak does not grow.
-    A no-op where libc is not glibc.
+    4.4 s -> 2.0 s with this). The threshold cannot be raised past 32 MiB, and larger images make
+    larger buffers (the cnn's first activation at 128 px, batch 128: 134 MB), so blocks are never
+    mmapped at all: they come from the heap and stay there for the next step. Measured on a folder
+    of 3,000 photos at 128 px: the cnn trains at 455-553 images/s instead of 286-322 (3 epochs:
+    19.3 s instead of 31.6 s wall) and infers 2x faster; ResNet-18 at 128 px 141 against 124
+    images/s. The price is memory kept for reuse: that run's peak RSS 1.97 GB instead of 1.78.
+    MNIST and CIFAR-10 at 32 px (buffers under 32 MiB) are unchanged. A no-op where libc is not glibc.
     """
     import ctypes
     import ctypes.util
@@ -96,8 +101,9 @@ def keep_freed_memory() -> None:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed: buffers up to 32 MiB come from the heap
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed (where M_MMAP_MAX is ignored)
+    mallopt(M_MMAP_MAX, 0)  # no block from mmap: every size is served from, and freed to, the heap
     mallopt(M_TRIM_THRESHOLD, 1 << 30)  # keep up to 1 GiB of freed heap for reuse
 
 
