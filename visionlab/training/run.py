@@ -102,7 +102,7 @@ def keep_freed_memory() -> None:
     except (OSError, AttributeError):
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed (where M_MMAP_MAX is ignored)
+    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed, for a malloc that does not take M_MMAP_MAX
     mallopt(M_MMAP_MAX, 0)  # no block from mmap: every size is served from, and freed to, the heap
     mallopt(M_TRIM_THRESHOLD, 1 << 30)  # keep up to 1 GiB of freed heap for reuse
 
