@@ -447,8 +447,8 @@ def test_out_of_memory_after_skipped_checkpoints_goes_back_to_the_last_one(tmp_p
 
 
 def test_inference_batch_defaults_by_device():
-    """eval_batch_size unset: on a CPU 2^18 pixels per inference step, at most 256 images (larger
-    batches outgrow its caches), 1024 on a GPU; a value set is kept."""
+    """eval_batch_size unset: 2^18 pixels per inference step on a CPU, at most 256 images (larger
+    batches outgrow its caches), 2^20 on a GPU, at most 1024 (memory); a value set is kept."""
     from visionlab.training.config import TrainConfig
     from visionlab.training.loop import eval_batch
 
@@ -457,7 +457,8 @@ def test_inference_batch_defaults_by_device():
     assert eval_batch(None, torch.device("cpu"), 28 * 28) == 256 and eval_batch(None, torch.device("cpu"), 8 * 8) == 256
     assert eval_batch(None, torch.device("cpu"), 128 * 128) == 16 and eval_batch(None, torch.device("cpu"), 64 * 64) == 64
     assert eval_batch(None, torch.device("cpu"), 1024 * 1024) == 1
-    assert eval_batch(None, torch.device("cuda"), 128 * 128) == 1024
+    assert eval_batch(None, torch.device("cuda"), 32 * 32) == 1024 and eval_batch(None, torch.device("cuda"), 28 * 28) == 1024
+    assert eval_batch(None, torch.device("cuda"), 128 * 128) == 64 and eval_batch(None, torch.device("cuda"), 224 * 224) == 20
     assert eval_batch(2000, torch.device("cpu"), 128 * 128) == 2000
 
 

@@ -63,8 +63,8 @@ class TrainConfig(BaseModel):
     compile: bool = False  # torch.compile the model (pays off on long GPU runs)
     deterministic: bool = False  # bit-identical repeated CPU runs (deterministic kernels)
     seed: int = 0  # drives split, initialisation, shuffling and augmentation
-    eval_batch_size: int | None = Field(None, ge=1)  # images per inference step; None: 1024 on a GPU; on a CPU
-    #   256 up to 32x32 px, fewer above (2^18 pixels a batch: 16 at 128 px)
+    eval_batch_size: int | None = Field(None, ge=1)  # images per inference step; None: 256 on a CPU and 1024
+    #   on a GPU up to 32x32 px, fewer above (2^18 and 2^20 pixels a batch: at 128 px 16 and 64)
     top_k: int = Field(5, ge=1)  # top-k accuracy reported besides top-1
     tta: Literal["none", "flip", "flip-translate"] = "none"  # test-time augmentation: average the logits of
     #   the image and its mirror (flip), and of both shifted one pixel (flip-translate); never flips digits

@@ -250,19 +250,25 @@ def is_out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
 
 
-EVAL_PIXELS = 1 << 18  # pixels per inference batch on a CPU: 256 images at 32 px, 16 at 128 px
+EVAL_PIXELS = {"cpu": 1 << 18, "gpu": 1 << 20}  # pixels per inference batch: at 32 px 256 and 1024 images
 
 
 def eval_batch(batch_size: int | None, device: torch.device, image_pixels: int = 32 * 32) -> int:
-    """Images per inference step: ``batch_size``, or by default 1024 on a GPU and, on a CPU, as many
-    images of ``image_pixels`` (height x width) as make EVAL_PIXELS, at most 256: larger batches
-    outgrow the caches. Measured on this 2-core CPU (bf16): 10k MNIST images through the cnn in
-    0.25-0.27 s at 256 against 0.44-1.1 s at 1024; the cnn on CIFAR-10 26,800 images/s at 256,
-    24,600 at 128, 23,000 at 512; at 128 px 1,730 images/s at 16 and 1,480 at 128; ResNet-18 at
-    32 px 2.6-3.3 s per 2,048 images at 256 against 3.9-4.0 s at 1024; lenet the same either way."""
+    """Images per inference step: ``batch_size``, or by default as many images of ``image_pixels``
+    (height x width) as make EVAL_PIXELS, at most 256 on a CPU and 1024 on a GPU.
+
+    On a CPU larger batches outgrow the caches. Measured on this 2-core CPU (bf16): 10k MNIST images
+    through the cnn in 0.25-0.27 s at 256 against 0.44-1.1 s at 1024; the cnn on CIFAR-10 26,800
+    images/s at 256, 24,600 at 128, 23,000 at 512; at 128 px 1,730 images/s at 16 and 1,480 at
+    128; ResNet-18 at 32 px 2.6-3.3 s per 2,048 images at 256 against 3.9-4.0 s at 1024; lenet the
+    same either way. On a GPU the bound is memory, not speed (not measured here: no GPU was lent):
+    1024 CIFAR-sized images, 64 at 128 px, 20 at 224 px, where 1024 ResNet-18 inputs at 224 px
+    would need a 1.6 GB activation for the stem alone, beside what training keeps cached."""
     if batch_size:
         return batch_size
-    return 1024 if device.type != "cpu" else max(1, min(256, EVAL_PIXELS // max(1, image_pixels)))
+    on_cpu = device.type == "cpu"
+    budget, most = (EVAL_PIXELS["cpu"], 256) if on_cpu else (EVAL_PIXELS["gpu"], 1024)
+    return max(1, min(most, budget // max(1, image_pixels)))
 
 
 @torch.inference_mode()
