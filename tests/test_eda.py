@@ -44,6 +44,19 @@ def test_class_mean_and_std_images():
     assert mean[:, 0, 0, 0].tolist() == [20.0, 100.0, 0.0] and std[:, 0, 0, 0].tolist() == [10.0, 0.0, 0.0]
 
 
+def test_class_images_over_chunks_equal_direct(monkeypatch):
+    monkeypatch.setattr(stats, "CHUNK", 7)  # several chunks, some missing a class
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 3, 5, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 40)
+    mean, std = stats.class_images(images, labels, 5)
+    for k in range(4):
+        x = images[labels == k].astype(np.float64)
+        np.testing.assert_allclose(mean[k], x.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(std[k], x.std(0), rtol=1e-5, atol=1e-4)
+    assert not mean[4].any() and not std[4].any()
+
+
 def test_pixel_correlation_smooth_images_and_constant_pixels():
     rng = np.random.default_rng(0)
     n = 400

