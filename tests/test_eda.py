@@ -45,7 +45,7 @@ def test_class_mean_and_std_images():
 
 
 def test_class_images_over_chunks_equal_direct(monkeypatch):
-    monkeypatch.setattr(stats, "CHUNK", 7)  # several chunks, some missing a class
+    monkeypatch.setattr(stats, "CHUNK", 7 * 3 * 5 * 3)  # 7 images a chunk: several, some missing a class
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 3, 5, 3), dtype=np.uint8)
     labels = rng.integers(0, 4, 40)
