@@ -81,7 +81,8 @@ def class_images(images: np.ndarray, labels: np.ndarray, n_classes: int) -> tupl
     """(K, H, W, C) float32 mean image and standard-deviation image of each class (0-255);
     a class with no image gets zeros."""
     shape = (n_classes, *images.shape[1:])
-    total, total_sq = np.zeros((n_classes, int(np.prod(shape[1:])))), np.zeros((n_classes, int(np.prod(shape[1:]))))
+    flat = (n_classes, int(np.prod(shape[1:])))  # a class's image as one row
+    total, total_sq = np.zeros(flat), np.zeros(flat)
     counts = np.bincount(labels, minlength=n_classes)[:n_classes]
     step = _chunk(images)
     for first in range(0, len(images), step):
