@@ -352,6 +352,31 @@ def test_training_steps_never_read_values_back_from_the_device(monkeypatch, opti
     assert sorted(reads) == sorted(["__bool__"] * -(-steps // CHECK_EVERY) + ["tolist"])
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_prepare_normalises_each_channel_with_or_without_augmentation(channels, channels_last):
+    """Engine.prepare's rows of factors equal (x / 255 - mean) / std channel by channel, in the
+    layout asked for, for a batch straight from the bytes, an augmented one and an empty one."""
+    from visionlab.training.augment import parse_augment
+    from visionlab.training.loop import Engine, autocast_for
+
+    cpu, gen = torch.device("cpu"), torch.Generator().manual_seed(0)
+    mean, std = torch.rand(1, channels, 1, 1, generator=gen), torch.rand(1, channels, 1, 1, generator=gen) + 0.2
+    engine = Engine(cpu, mean, std, autocast_for(cpu, "fp32"), channels_last)
+    images = torch.randint(0, 256, (6, 5, 7, channels), dtype=torch.uint8, generator=gen)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    unit = images.permute(0, 3, 1, 2).double() / 255
+    x = engine.prepare(images)
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(x.double(), (unit - mean.double()) / std.double(), rtol=0, atol=1e-6)
+    augment = parse_augment(["crop:2", "flip", "jitter"], True)
+    x = engine.prepare(images, augment, torch.Generator().manual_seed(1))
+    expected = augment(unit.float(), torch.Generator().manual_seed(1)).double()
+    assert x.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(x.double(), (expected - mean.double()) / std.double(), rtol=0, atol=1e-5)
+    assert engine.prepare(images[:0]).shape == (0, channels, 5, 7)
+
+
 def test_cadence_writes_after_the_interval_or_twenty_writes_worth_of_training():
     now = [0.0]
     every_epoch, five_seconds, auto = (checkpoint.Cadence(i, clock=lambda: now[0]) for i in (0.0, 5.0, "auto"))
