@@ -38,6 +38,7 @@ def test_train_writes_every_output(tmp_path):
                 "test_accuracy", "test_macro_f1", "test_weighted_f1", "classes", "confusion_matrix"):
         assert key in metrics, key
     assert metrics["epochs"] == 2 and metrics["classes"] == [str(i) for i in range(10)]
+    assert (metrics["batch_size"], metrics["lr"]) == (64, 3e-3)
     assert metrics["test_accuracy"] > 0.6  # cnn2 learns digits in two epochs; chance is 0.1
     cm = np.array(metrics["confusion_matrix"])
     assert cm.shape == (10, 10) and cm.sum() == 180 and np.trace(cm) / 180 == pytest.approx(metrics["test_accuracy"])
@@ -175,10 +176,37 @@ def test_resume_without_checkpoint(tmp_path, capsys):
     ({"optimizer": "lion"}, "adam"),
     ({"no_such_key": 1}, "unknown key 'no_such_key'"),
     ({"lr": -1}, "lr"),
+    ({"lr": "fast"}, "a number > 0, or auto"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"batch_size": 1.5}, "whole number of images"),
 ])
 def test_config_errors_name_the_key(values, message):
     with pytest.raises(UserError, match=message):
         make_config({**FAST, **values})
+
+
+@pytest.mark.parametrize("values, images, batch_size, lr", [
+    ({}, 25_599, 128, 2e-3),
+    ({}, 25_600, 256, 4e-3),  # 100 steps an epoch of 256
+    ({"batch_size": 64}, 60_000, 64, 2e-3),  # never below 2e-3
+    ({"batch_size": 384}, 10, 384, 6e-3),  # linear in the batch
+    ({"batch_size": 2048}, 10, 2048, 8e-3),  # at most 4x
+    ({"lr": 0.01}, 60_000, 256, 0.01),
+    ({"batch_size": 32, "lr": 0.1}, 60_000, 32, 0.1),
+])
+def test_auto_batch_size_and_lr_follow_the_training_split(values, images, batch_size, lr):
+    cfg = make_config(values)
+    cfg.resolve_auto(images)
+    assert cfg.batch_size == batch_size and cfg.lr == pytest.approx(lr)
+
+
+def test_a_run_records_the_batch_size_and_lr_it_used(tmp_path, caplog):
+    caplog.set_level("INFO")
+    train(make_config({"data": "digits", "model": "mlp", "hidden": [16], "epochs": 1, "device": "cpu",
+                       "out": str(tmp_path / "r")}))
+    resolved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert (resolved["batch_size"], resolved["lr"]) == (128, 0.002)  # digits: 1,437 training images
+    assert "batch size 128, lr 0.002 (batch_size and lr auto, for 1,437 training images)" in caplog.text
 
 
 def test_yaml_config_and_flag_override(tmp_path, capsys):

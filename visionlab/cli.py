@@ -96,13 +96,21 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def _or_auto(kind):
+    """An argparse type: the word auto, or a value of ``kind``."""
+    def convert(text: str):
+        return text if text == "auto" else kind(text)
+    convert.__name__ = kind.__name__  # argparse names it in "invalid int value: 'x'"
+    return convert
+
+
 TRAIN_FLAGS = {  # flag -> (type, help); each is also a config key (dashes become underscores)
     "data": (str, "dataset: built-in name or path (default digits)"),
     "model": (str, "mlp | cnn2 | cnn3 | cnn | lenet | resnet18 | timm:<name> (default lenet)"),
     "augment": (str, "none | light | standard | strong | a list like crop:4,flip (default none)"),
     "epochs": (int, "passes over the training set (default 10)"),
-    "batch-size": (int, "images per step (default 128)"),
-    "lr": (float, "peak learning rate (default 0.002)"),
+    "batch-size": (_or_auto(int), "images per step (default auto: 256 for 25,600 training images or more, else 128)"),
+    "lr": (_or_auto(float), "peak learning rate (default auto: 0.002 per 128 images of batch, from 0.002 to 0.008)"),
     "weights": (str, "local state dict (.safetensors or .pt) to start from"),
     "device": (str, "auto | cpu | cuda (default auto)"),
     "seed": (int, "one seed for split, initialisation, shuffling and augmentation (default 0)"),

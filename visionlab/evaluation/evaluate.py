@@ -154,6 +154,7 @@ def evaluate_run(out: Path, *, model, dataset, engine, history: list[dict], trai
     best = max(history, key=lambda h: (h["val_accuracy"] if np.isfinite(h["val_accuracy"]) else -1))
     result = {
         "model": config.model, "augment": config.augment, "epochs": len(history), "params": run_info["params"],
+        "batch_size": config.batch_size, "lr": config.lr,
         "train_seconds": round(sum(h["train_seconds"] for h in history), 3),
         "train_images_per_second": round(float(np.median([h["images_per_second"] for h in history])), 1),
         "best_epoch": meta.get("epoch", best["epoch"]), "val_accuracy": meta.get("val_accuracy", best["val_accuracy"]),

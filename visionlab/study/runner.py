@@ -62,6 +62,10 @@ def _train_experiment(study, experiment, out: Path, quick: bool, where: str) -> 
 
 def _same_config(run_dir: Path, config, name: str) -> None:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    info = run_dir / "run.json"
+    if info.exists():  # a run records the numbers its "auto" settings (batch_size, lr) resolved to
+        config = config.model_copy()
+        config.resolve_auto(json.loads(info.read_text())["train_images"])
     now = config.model_dump()
     defaults = type(config)().model_dump()  # a key added since that run was saved has its default
     changed = sorted(k for k in now if saved.get(k, defaults[k]) != now[k] and k != "out")

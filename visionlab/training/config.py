@@ -5,6 +5,7 @@ and the valid choices. The resolved config is written as ``config.yaml`` next to
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UserError
+
+# batch_size and lr "auto" (resolved by TrainConfig.resolve_auto once the training split is known)
+AUTO_BATCH, AUTO_BIG_BATCH, AUTO_STEPS = 128, 256, 100  # the bigger batch once an epoch has AUTO_STEPS of it
+BASE_LR, MAX_LR_SCALE = 2e-3, 4  # lr per AUTO_BATCH images, scaled linearly with the batch from 1x to 4x
 
 
 class TrainConfig(BaseModel):
@@ -40,8 +45,10 @@ class TrainConfig(BaseModel):
     # optimisation
     augment: str | list[str] = "none"  # none | light | standard | strong | a list like [crop:4, flip]
     epochs: int = Field(10, ge=1)  # passes over the training set
-    batch_size: int = Field(128, ge=1)  # images per step
-    lr: float = Field(2e-3, gt=0.0)  # peak learning rate (Adam with one-cycle: 2e-3 suits the small nets)
+    batch_size: int | Literal["auto"] = "auto"  # images per step; auto: 256 when the training split has
+    #   at least 25,600 images (100 steps an epoch), else 128
+    lr: float | Literal["auto"] = "auto"  # peak learning rate; auto: 2e-3 (Adam with one-cycle suits the small
+    #   nets) per 128 images of batch, linearly, at least 2e-3 and at most 8e-3
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd momentum (nesterov)
     schedule: Literal["onecycle", "cosine", "step", "triangle", "none"] = "onecycle"  # per-step lr schedule
@@ -86,6 +93,42 @@ class TrainConfig(BaseModel):
         if seconds is None or not seconds >= 0:  # also refuses nan
             raise ValueError("must be a number of seconds >= 0 (0: every epoch) or auto")
         return seconds
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _images_or_auto(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("must be a whole number of images >= 1, or auto")
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _rate_or_auto(cls, value):
+        if value == "auto":
+            return value
+        try:
+            rate = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            rate = None
+        if rate is None or not 0 < rate < math.inf:  # also refuses nan
+            raise ValueError("must be a number > 0, or auto")
+        return rate
+
+    def resolve_auto(self, train_images: int) -> None:
+        """batch_size and lr 'auto' -> numbers, for a training split of ``train_images`` images.
+
+        A step has a fixed cost (on this 2-core CPU about 1.3 ms of lenet's 4.1 at batch 128), so
+        a big split trains faster in bigger batches: at 256, lenet on MNIST 28,600 -> 33,600
+        images/s, the mlp 78,000 -> 122,000, the CIFAR-10 cnn 5,900 -> 6,350 and lenet 21,000 ->
+        25,100. The lr grows with the batch (the linear scaling rule). Test accuracy at 256 and 4e-3
+        against 128 and 2e-3, mean over seeds: MNIST, 2 epochs, lenet -0.04 points (4 seeds), cnn
+        -0.07, mlp -0.04 (2 seeds); CIFAR-10, 5 epochs, cnn +0.01, lenet -0.2 (2 seeds), each within
+        the spread between seeds. A small split keeps 128, so that its epochs have steps enough.
+        """
+        if self.batch_size == "auto":
+            self.batch_size = AUTO_BIG_BATCH if train_images >= AUTO_STEPS * AUTO_BIG_BATCH else AUTO_BATCH
+        if self.lr == "auto":
+            self.lr = BASE_LR * min(max(self.batch_size / AUTO_BATCH, 1), MAX_LR_SCALE)
 
     def model_options(self):
         from ..models import ModelOptions

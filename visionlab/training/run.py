@@ -198,6 +198,8 @@ def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.de
         distributed.barrier(world)
     train_images, train_labels = subsample(dataset.train.images, dataset.train.labels, config.max_train_images,
                                            config.seed)
+    auto = [key for key in ("batch_size", "lr") if getattr(config, key) == "auto"]
+    config.resolve_auto(len(train_labels))  # the numbers are what config.yaml records
     n_classes = len(dataset.classes)
     h, w, c = dataset.image_shape
     model = build_model(config.model, n_classes, c, (h, w), config.model_options())
@@ -223,6 +225,9 @@ def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.de
     train_split = to_device(train_images, train_labels, device)
     val_split = to_device(np.asarray(dataset.val.images), dataset.val.labels, device)
     weights = class_weight_tensor(train_labels, n_classes, device) if config.class_weights == "balanced" else None
+    if auto and world.is_main:
+        log.info("batch size %d, lr %g (%s auto, for %s training images)", config.batch_size, config.lr,
+                 " and ".join(auto), f"{len(train_labels):,}")
     history = fit(model, config, engine, train_split, val_split, make_loss(weights, config.label_smoothing),
                   augment, out, resume, world)
     if not world.is_main:
