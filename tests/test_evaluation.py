@@ -90,3 +90,16 @@ def test_write_predictions_hands_over_the_test_logits_before_the_record(tmp_path
     assert not written and (tmp_path / "predictions.npz").exists()
     np.testing.assert_array_equal(logits, record["logits"])
     np.testing.assert_array_equal(labels, record["labels"])
+
+
+def test_class_centroids_are_each_class_mean_and_nan_for_an_empty_class():
+    from visionlab.evaluation.record import class_centroids
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((500, 7)).astype(np.float32) * 100
+    labels = rng.choice([0, 1, 3], size=500)  # class 2 has no image
+    centroids, counts = class_centroids(features, labels, 4)
+    assert centroids.dtype == np.float32 and counts.tolist() == [np.sum(labels == k) for k in range(4)]
+    for k in (0, 1, 3):
+        np.testing.assert_allclose(centroids[k], features[labels == k].astype(np.float64).mean(0), rtol=1e-6)
+    assert np.isnan(centroids[2]).all()

@@ -40,8 +40,9 @@ def load_record(path: Path) -> dict[str, np.ndarray]:
 def class_centroids(features: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(K, D) mean feature per class and (K,) counts; a class with no image gets NaN."""
     counts = np.bincount(labels, minlength=n_classes)
-    sums = np.zeros((n_classes, features.shape[1]), np.float64)
-    np.add.at(sums, labels, features)
+    one_hot = np.zeros((n_classes, len(labels)), np.float64)  # the sums as one float64 product:
+    one_hot[labels, np.arange(len(labels))] = 1  # np.add.at took 24 ms for 10k x 64, 176 ms at 512 (3, 13 here)
+    sums = one_hot @ features.astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         centroids = sums / counts[:, None]
     return centroids.astype(np.float32), counts
