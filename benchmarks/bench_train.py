@@ -95,7 +95,7 @@ def main() -> None:
             if not args.skip_peer:
                 theirs.append(peer(tmp / "png" / "mnist" / "training", tmp / "png" / "mnist" / "testing"))
                 # The command right after the peer started slower (its `import torch` 1.25-1.8 s instead
-                # of 1.0-1.1 s in three traces; the cause was not pinned down: this VM keeps about 2 GB
+                # of 1.0-1.2 s in two traces; the cause was not pinned down: this VM keeps about 2 GB
                 # of page cache, and a CPU burn as long as the peer slowed the next import by 0.1 s).
                 # torch is loaded once untimed here, so that every timed command starts as the peer's
                 # does, right after another torch process; and the two visionlab runs take turns first.
