@@ -179,6 +179,8 @@ def test_resume_without_checkpoint(tmp_path, capsys):
     ({"lr": "fast"}, "a number > 0, or auto"),
     ({"batch_size": 0}, "batch_size"),
     ({"batch_size": 1.5}, "whole number of images"),
+    ({"checkpoint_interval": -1}, "seconds >= 0"),
+    ({"checkpoint_interval": "soon"}, "checkpoint_interval"),
 ])
 def test_config_errors_name_the_key(values, message):
     with pytest.raises(UserError, match=message):

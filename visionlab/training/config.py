@@ -81,18 +81,16 @@ class TrainConfig(BaseModel):
     wandb_project: str = "visionlab"
     tensorboard: bool = False  # also write TensorBoard event files to <out>/tensorboard
 
-    @field_validator("checkpoint_interval", mode="before")
+    @field_validator("checkpoint_interval", "lr", mode="before")
     @classmethod
-    def _seconds_or_auto(cls, value):
+    def _number_or_auto(cls, value, info):
         if value == "auto":
             return value
-        try:
-            seconds = float(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            seconds = None
-        if seconds is None or not seconds >= 0:  # also refuses nan
-            raise ValueError("must be a number of seconds >= 0 (0: every epoch) or auto")
-        return seconds
+        number = _number(value)
+        accept, rule = NUMBER_RULES[info.field_name]
+        if number is None or not accept(number):  # the rules also refuse nan
+            raise ValueError(f"must be {rule} or auto")
+        return number
 
     @field_validator("batch_size", mode="before")
     @classmethod
@@ -100,19 +98,6 @@ class TrainConfig(BaseModel):
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise ValueError("must be a whole number of images >= 1, or auto")
-
-    @field_validator("lr", mode="before")
-    @classmethod
-    def _rate_or_auto(cls, value):
-        if value == "auto":
-            return value
-        try:
-            rate = float(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            rate = None
-        if rate is None or not 0 < rate < math.inf:  # also refuses nan
-            raise ValueError("must be a number > 0, or auto")
-        return rate
 
     def resolve_auto(self, train_images: int) -> None:
         """batch_size and lr 'auto' -> numbers, for a training split of ``train_images`` images.
@@ -136,6 +121,22 @@ class TrainConfig(BaseModel):
         return ModelOptions(hidden=list(self.hidden), activation=self.activation, dropout=self.dropout,
                             batch_norm=self.batch_norm, pretrained=self.pretrained, weights=self.weights,
                             freeze=self.freeze, small_input=self.small_input)
+
+
+NUMBER_RULES = {  # field -> (test, what it asks for): the number-or-auto keys
+    "checkpoint_interval": (lambda x: x >= 0, "a number of seconds >= 0 (0: every epoch)"),
+    "lr": (lambda x: 0 < x < math.inf, "a number > 0,"),
+}
+
+
+def _number(value) -> float | None:
+    """A YAML or flag value as a float; None for text, booleans and anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _one_line(exc: ValidationError, where: str) -> str:
