@@ -58,6 +58,12 @@ def make_photos(folder: Path) -> Path:
     return folder
 
 
+def load_torch_untimed() -> None:
+    """A process that imports torch and torchvision, so that the next timed command starts right
+    after one (see main)."""
+    measured([sys.executable, "-c", "import torch, torchvision"])
+
+
 def visionlab_train(args: list[str], out: Path) -> tuple[float, dict, float]:
     """(wall seconds, metrics.json, peak RSS MB) of one `visionlab train` process."""
     m = measured([sys.executable, "-m", "visionlab", "train", "--out", str(out), *args])
@@ -83,7 +89,7 @@ def main() -> None:
         measured([sys.executable, "-m", "visionlab", "data", str(MNIST)])  # warm the cache: the target is warm
         # and torch's 2.9 GB of libraries in the page cache, for both sides: `visionlab data` does not
         # load them, so the first timed run would otherwise read them from disk (measured: 9.3 s, then 6.2-6.5 s)
-        measured([sys.executable, "-c", "import torch, torchvision"])
+        load_torch_untimed()
         ours, batch128, theirs = [], [], []
         if not args.skip_peer:
             with tarfile.open(MNIST) as tar:
@@ -99,7 +105,7 @@ def main() -> None:
                 # of page cache, and a CPU burn as long as the peer slowed the next import by 0.1 s).
                 # torch is loaded once untimed here, so that every timed command starts as the peer's
                 # does, right after another torch process; and the two visionlab runs take turns first.
-                measured([sys.executable, "-c", "import torch, torchvision"])
+                load_torch_untimed()
         results["lenet_2_epochs"] = {
             "visionlab_wall_seconds": [w for w, _, _ in ours],
             "visionlab_test_accuracy": [m["test_accuracy"] for _, m, _ in ours],
