@@ -302,6 +302,7 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
     clock, cost = [0.0], {1: 0.01, 2: 0.01}
     cost[slow_threads] = 0.1
     monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(loop.time, "process_time", lambda: clock[0])  # a shared CPU: one core's worth
     before = torch.get_num_threads()
 
     def epoch(tuner, steps=40):
@@ -328,6 +329,33 @@ def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("share", [0.8, 0.9])
+def test_thread_tuner_keeps_all_threads_that_had_the_cores(monkeypatch, share):
+    """Where the process got nearly all its threads' CPU time over the timed steps (SHARE of
+    threads x wall), no other work held a core: all threads stay, one thread is never timed.
+    Below that, one thread is timed as before."""
+    from visionlab.training import loop
+
+    wall, cpu = [0.0], [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: wall[0])
+    monkeypatch.setattr(loop.time, "process_time", lambda: cpu[0])
+    before = torch.get_num_threads()
+    try:
+        tuner = loop.ThreadTuner(2)
+        for epoch in range(2):
+            tuner.start_epoch(40)
+            for _ in range(40):
+                threads = torch.get_num_threads()
+                wall[0] += 0.01 if threads == 2 else 0.015
+                cpu[0] += (share * 2 if threads == 2 else 1) * (0.01 if threads == 2 else 0.015)
+                tuner.after_step()
+            assert tuner.done and torch.get_num_threads() == 2
+            looked = share < loop.ThreadTuner.SHARE and epoch == 0  # later epochs: two beat one before
+            assert len(tuner.times[1]) == (loop.ThreadTuner.PROBE if looked else 0)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_thread_tuner_looks_again_past_slow_first_steps(monkeypatch):
     """A run's first all-thread steps are slow while it warms up: where one thread then looks
     faster, all threads are timed once more, and kept when they are now the faster."""
@@ -335,6 +363,7 @@ def test_thread_tuner_looks_again_past_slow_first_steps(monkeypatch):
 
     clock, steps = [0.0], [0]
     monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(loop.time, "process_time", lambda: clock[0])
     before = torch.get_num_threads()
     try:
         tuner = loop.ThreadTuner(2)
