@@ -4,7 +4,8 @@ usage: python benchmarks/bench_train.py [--runs 3] [--skip-peer] [--skip-resnet]
 
 1. `visionlab train --model lenet --epochs 2` on ../shared/data/mnist-png.tar.gz (warm cache)
    against ../shared/bench/peer_baseline.py on the same PNGs extracted to a folder: wall time
-   of each command, test accuracy, ratio. Alternating runs, medians. visionlab's defaults pick
+   of each command, test accuracy, ratio. Alternating runs, medians, each visionlab pair after an
+   untimed visionlab run (this VM evicts files idle for 30 s: see main). visionlab's defaults pick
    batch 256 and lr 0.004 for MNIST's 54,000 training images (batch_size and lr auto); it also
    runs at the peer's batch of 128 (lr 0.002, BATCH_128: the defaults before auto).
 2. The MNIST accuracy recipe (lenet, >= 99.2% in <= 60 s of training): one run.
@@ -58,10 +59,10 @@ def make_photos(folder: Path) -> Path:
     return folder
 
 
-def load_torch_untimed() -> None:
-    """A process that imports torch and torchvision, so that the next timed command starts right
-    after one (see main)."""
-    measured([sys.executable, "-c", "import torch, torchvision"])
+def warm_up(out: Path) -> None:
+    """An untimed `visionlab train` with the defaults, so that the next timed one starts with its
+    files in the page cache, as the peer's always are (see main)."""
+    measured([sys.executable, "-m", "visionlab", "train", "--out", str(out), *LENET])
 
 
 def visionlab_train(args: list[str], out: Path) -> tuple[float, dict, float]:
@@ -86,10 +87,8 @@ def main() -> None:
     results: dict = {"machine": machine()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        measured([sys.executable, "-m", "visionlab", "data", str(MNIST)])  # warm the cache: the target is warm
-        # and torch's 2.9 GB of libraries in the page cache, for both sides: `visionlab data` does not
-        # load them, so the first timed run would otherwise read them from disk (measured: 9.3 s, then 6.2-6.5 s)
-        load_torch_untimed()
+        measured([sys.executable, "-m", "visionlab", "data", str(MNIST)])  # the decode cache: the target is warm
+        warm_up(tmp / "warm-up")
         ours, batch128, theirs = [], [], []
         if not args.skip_peer:
             with tarfile.open(MNIST) as tar:
@@ -100,12 +99,16 @@ def main() -> None:
                 runs.append(visionlab_train(cli_args, tmp / name))
             if not args.skip_peer:
                 theirs.append(peer(tmp / "png" / "mnist" / "training", tmp / "png" / "mnist" / "testing"))
-                # The command right after the peer started slower (its `import torch` 1.25-1.8 s instead
-                # of 1.0-1.2 s in two traces; the cause was not pinned down: this VM keeps about 2 GB
-                # of page cache, and a CPU burn as long as the peer slowed the next import by 0.1 s).
-                # torch is loaded once untimed here, so that every timed command starts as the peer's
-                # does, right after another torch process; and the two visionlab runs take turns first.
-                load_torch_untimed()
+                # This VM pages out file pages left untouched for about 30 s (DAMON's pageout scheme,
+                # /sys/kernel/mm/damon/admin/kdamonds/0: age >= 6 aggregations of 5 s). The peer's
+                # 40 s evicted what visionlab alone reads (its code, the bf16 kernels' code, the
+                # decode cache), and the visionlab run after it read them back from disk: 5.6-6.4 s
+                # against 5.0-5.2 s for the one after it; after 40 s idle, 7.2-7.7 s with 416-474
+                # major page faults against 5.0-5.3 s with 3-115. The visionlab runs take 11-16 s,
+                # too short to evict the peer's files: the peer took 40.5-46.3 s alike started at
+                # once, 16 s or 45 s after its last run. So visionlab warms up here, untimed, as
+                # hyperfine's --warmup would: both sides' timed runs start with their files cached.
+                warm_up(tmp / f"warm-up-{i}")
         results["lenet_2_epochs"] = {
             "visionlab_wall_seconds": [w for w, _, _ in ours],
             "visionlab_test_accuracy": [m["test_accuracy"] for _, m, _ in ours],
