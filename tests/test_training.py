@@ -293,91 +293,86 @@ def test_finite_watch_reports_a_nan_without_waiting_on_the_device(device):
         assert not watch.still_finite(bad)
 
 
+@pytest.fixture
+def clocks(monkeypatch):
+    """The thread tuner's clocks, moved by the test: {"wall": seconds, "cpu": process CPU seconds,
+    or None for a shared CPU where the process gets one core's worth (CPU time = wall time)}.
+    torch's thread count is restored afterwards."""
+    from visionlab.training import loop
+
+    now = {"wall": 0.0, "cpu": None}
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now["wall"])
+    monkeypatch.setattr(loop.time, "process_time", lambda: now["wall"] if now["cpu"] is None else now["cpu"])
+    before = torch.get_num_threads()
+    yield now
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("slow_threads", [1, 2])
-def test_thread_tuner_keeps_the_faster_thread_count(monkeypatch, slow_threads):
+def test_thread_tuner_keeps_the_faster_thread_count(clocks, slow_threads):
     """First epoch: steps timed on all threads and on one; the faster count stays for the epoch.
     Later epochs look at one thread again only when all-thread steps have slowed down."""
     from visionlab.training import loop
 
-    clock, cost = [0.0], {1: 0.01, 2: 0.01}
+    cost = {1: 0.01, 2: 0.01}
     cost[slow_threads] = 0.1
-    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(loop.time, "process_time", lambda: clock[0])  # a shared CPU: one core's worth
-    before = torch.get_num_threads()
 
     def epoch(tuner, steps=40):
         tuner.start_epoch(steps)
         assert torch.get_num_threads() == 2
         for _ in range(steps):
-            clock[0] += cost[torch.get_num_threads()]  # this step's duration
+            clocks["wall"] += cost[torch.get_num_threads()]  # this step's duration
             tuner.after_step()
 
-    try:
-        tuner = loop.ThreadTuner(2)
-        epoch(tuner)
-        assert tuner.done and torch.get_num_threads() == (1 if slow_threads == 2 else 2)
-        assert len(tuner.times[1]) == len(tuner.times[2]) == loop.ThreadTuner.PROBE
-        epoch(tuner)  # one thread is looked at again only when two are slower than one has been
-        assert len(tuner.times[1]) == (0 if slow_threads == 1 else loop.ThreadTuner.PROBE)
-        assert torch.get_num_threads() == (1 if slow_threads == 2 else 2)
-        cost[1], cost[2] = 0.02, 0.5  # now the machine is busy: two threads crawl
-        epoch(tuner)
-        assert torch.get_num_threads() == 1 and len(tuner.times[1]) == loop.ThreadTuner.PROBE
-        epoch(tuner, steps=10)  # too short to probe: all threads, no switching
-        assert torch.get_num_threads() == 2 and tuner.times == {2: [], 1: []}
-    finally:
-        torch.set_num_threads(before)
+    tuner = loop.ThreadTuner(2)
+    epoch(tuner)
+    assert tuner.done and torch.get_num_threads() == (1 if slow_threads == 2 else 2)
+    assert len(tuner.times[1]) == len(tuner.times[2]) == loop.ThreadTuner.PROBE
+    epoch(tuner)  # one thread is looked at again only when two are slower than one has been
+    assert len(tuner.times[1]) == (0 if slow_threads == 1 else loop.ThreadTuner.PROBE)
+    assert torch.get_num_threads() == (1 if slow_threads == 2 else 2)
+    cost[1], cost[2] = 0.02, 0.5  # now the machine is busy: two threads crawl
+    epoch(tuner)
+    assert torch.get_num_threads() == 1 and len(tuner.times[1]) == loop.ThreadTuner.PROBE
+    epoch(tuner, steps=10)  # too short to probe: all threads, no switching
+    assert torch.get_num_threads() == 2 and tuner.times == {2: [], 1: []}
 
 
 @pytest.mark.parametrize("share", [0.8, 0.9])
-def test_thread_tuner_keeps_all_threads_that_had_the_cores(monkeypatch, share):
+def test_thread_tuner_keeps_all_threads_that_had_the_cores(clocks, share):
     """Where the process got nearly all its threads' CPU time over the timed steps (SHARE of
     threads x wall), no other work held a core: all threads stay, one thread is never timed.
     Below that, one thread is timed as before."""
     from visionlab.training import loop
 
-    wall, cpu = [0.0], [0.0]
-    monkeypatch.setattr(loop.time, "perf_counter", lambda: wall[0])
-    monkeypatch.setattr(loop.time, "process_time", lambda: cpu[0])
-    before = torch.get_num_threads()
-    try:
-        tuner = loop.ThreadTuner(2)
-        for epoch in range(2):
-            tuner.start_epoch(40)
-            for _ in range(40):
-                threads = torch.get_num_threads()
-                wall[0] += 0.01 if threads == 2 else 0.015
-                cpu[0] += (share * 2 if threads == 2 else 1) * (0.01 if threads == 2 else 0.015)
-                tuner.after_step()
-            assert tuner.done and torch.get_num_threads() == 2
-            looked = share < loop.ThreadTuner.SHARE and epoch == 0  # later epochs: two beat one before
-            assert len(tuner.times[1]) == (loop.ThreadTuner.PROBE if looked else 0)
-    finally:
-        torch.set_num_threads(before)
+    clocks["cpu"] = 0.0
+    tuner = loop.ThreadTuner(2)
+    for epoch in range(2):
+        tuner.start_epoch(40)
+        for _ in range(40):
+            two = torch.get_num_threads() == 2
+            clocks["wall"] += 0.01 if two else 0.015
+            clocks["cpu"] += share * 2 * 0.01 if two else 0.015
+            tuner.after_step()
+        assert tuner.done and torch.get_num_threads() == 2
+        looked = share < loop.ThreadTuner.SHARE and epoch == 0  # later epochs: two beat one before
+        assert len(tuner.times[1]) == (loop.ThreadTuner.PROBE if looked else 0)
 
 
-def test_thread_tuner_looks_again_past_slow_first_steps(monkeypatch):
+def test_thread_tuner_looks_again_past_slow_first_steps(clocks):
     """A run's first all-thread steps are slow while it warms up: where one thread then looks
     faster, all threads are timed once more, and kept when they are now the faster."""
     from visionlab.training import loop
 
-    clock, steps = [0.0], [0]
-    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
-    monkeypatch.setattr(loop.time, "process_time", lambda: clock[0])
-    before = torch.get_num_threads()
-    try:
-        tuner = loop.ThreadTuner(2)
-        tuner.start_epoch(40)
-        for _ in range(40):
-            two = 0.06 if steps[0] < 8 else 0.005  # start-up, then the real all-thread speed
-            clock[0] += two if torch.get_num_threads() == 2 else 0.008
-            steps[0] += 1
-            tuner.after_step()
-        assert tuner.done and torch.get_num_threads() == 2
-        assert tuner.times[2] == pytest.approx([0.005] * loop.ThreadTuner.PROBE)  # the second look
-        assert len(tuner.times[1]) == loop.ThreadTuner.PROBE
-    finally:
-        torch.set_num_threads(before)
+    tuner = loop.ThreadTuner(2)
+    tuner.start_epoch(40)
+    for step in range(40):
+        two = 0.06 if step < 8 else 0.005  # start-up, then the real all-thread speed
+        clocks["wall"] += two if torch.get_num_threads() == 2 else 0.008
+        tuner.after_step()
+    assert tuner.done and torch.get_num_threads() == 2
+    assert tuner.times[2] == pytest.approx([0.005] * loop.ThreadTuner.PROBE)  # the second look
+    assert len(tuner.times[1]) == loop.ThreadTuner.PROBE
 
 
 @pytest.mark.parametrize("optimizer,schedule", [("sgd", "triangle"), ("adam", "onecycle")])
