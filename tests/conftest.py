@@ -1,5 +1,6 @@
 """Shared fixtures. Every test gets its own empty cache (VISIONLAB_HOME) so nothing leaks between
 tests or reads the user's cache; tests never touch the network or ../shared."""
+import gc
 import os
 
 import numpy as np
@@ -12,6 +13,14 @@ def visionlab_home(tmp_path, monkeypatch):
     home = tmp_path / "vlhome"
     monkeypatch.setenv("VISIONLAB_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def unfreeze_heap():
+    """The commands main() runs freeze the heap after importing (cli._importing), which suits a
+    fresh process; in this long-lived one, hand frozen objects back to the collector after each test."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="module")

@@ -216,3 +216,23 @@ def test_run_exits_quickly_unless_something_still_runs(monkeypatch):
     finally:
         release.set()
         worker.join()
+
+
+def test_importing_turns_the_collector_back_on_and_freezes(monkeypatch):
+    """cli._importing: the cyclic collector is off inside, on again after, even when the block
+    raises (a failed import must not leave a long run without it); what existed is frozen."""
+    import gc
+
+    from visionlab import cli
+
+    frozen = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))  # the real one would freeze the test session
+    assert gc.isenabled()
+    with pytest.raises(ImportError):
+        with cli._importing():
+            assert not gc.isenabled()
+            raise ImportError("no such module")
+    assert gc.isenabled() and frozen == [True]
+    with cli._importing():
+        assert not gc.isenabled()
+    assert gc.isenabled() and frozen == [True, True]
