@@ -124,8 +124,9 @@ def train_one_epoch(model, data: DeviceSplit, engine: Engine, loss_fn, optimizer
         idx = batch[world.rank::world.size]
         optimizer.zero_grad(set_to_none=True)
         for chunk in idx.split(micro):
-            x = engine.prepare(data.images[chunk], augment, augment_generator, chunk, epoch)  # (b, C, H, W)
-            y = data.labels[chunk]
+            # index_select, not images[chunk]: the same gather, 6 us against 56 for a batch of 256 MNIST images here
+            x = engine.prepare(data.images.index_select(0, chunk), augment, augment_generator, chunk, epoch)
+            y = data.labels.index_select(0, chunk)
             with engine.autocast():
                 logits = model(x)  # (b, n_classes)
                 # the global batch mean, in parts (DDP then averages the ranks' gradients)
