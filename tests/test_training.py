@@ -187,18 +187,24 @@ def test_config_errors_name_the_key(values, message):
         make_config({**FAST, **values})
 
 
-@pytest.mark.parametrize("values, images, batch_size, lr", [
-    ({}, 25_599, 128, 2e-3),
-    ({}, 25_600, 256, 4e-3),  # 100 steps an epoch of 256
-    ({"batch_size": 64}, 60_000, 64, 2e-3),  # never below 2e-3
-    ({"batch_size": 384}, 10, 384, 6e-3),  # linear in the batch
-    ({"batch_size": 2048}, 10, 2048, 8e-3),  # at most 4x
-    ({"lr": 0.01}, 60_000, 256, 0.01),
-    ({"batch_size": 32, "lr": 0.1}, 60_000, 32, 0.1),
+@pytest.mark.parametrize("values, images, pixels, batch_size, lr", [
+    ({}, 25_599, 28 * 28, 128, 2e-3),
+    ({}, 25_600, 28 * 28, 256, 4e-3),  # 100 steps an epoch of 256
+    ({}, 51_199, 28 * 28, 256, 4e-3),
+    ({}, 51_200, 28 * 28, 512, 8e-3),  # lenet on small images: 100 steps an epoch of 512
+    ({"model": "mlp"}, 60_000, 32 * 32, 512, 8e-3),
+    ({"model": "mlp"}, 60_000, 32 * 33, 256, 4e-3),  # larger images stay at 256
+    ({"model": "cnn"}, 60_000, 28 * 28, 256, 4e-3),  # and every other network
+    ({"model": "resnet18"}, 1_000_000, 8 * 8, 256, 4e-3),
+    ({"batch_size": 64}, 60_000, 28 * 28, 64, 2e-3),  # never below 2e-3
+    ({"batch_size": 384}, 10, 28 * 28, 384, 6e-3),  # linear in the batch
+    ({"batch_size": 2048}, 10, 28 * 28, 2048, 8e-3),  # at most 4x
+    ({"lr": 0.01}, 60_000, 28 * 28, 512, 0.01),
+    ({"batch_size": 32, "lr": 0.1}, 60_000, 28 * 28, 32, 0.1),
 ])
-def test_auto_batch_size_and_lr_follow_the_training_split(values, images, batch_size, lr):
+def test_auto_batch_size_and_lr_follow_the_training_split(values, images, pixels, batch_size, lr):
     cfg = make_config(values)
-    cfg.resolve_auto(images)
+    cfg.resolve_auto(images, pixels)
     assert cfg.batch_size == batch_size and cfg.lr == pytest.approx(lr)
 
 

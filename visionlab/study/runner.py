@@ -64,8 +64,8 @@ def _same_config(run_dir: Path, config, name: str) -> None:
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     info = run_dir / "run.json"
     if info.exists():  # a run records the numbers its "auto" settings (batch_size, lr) resolved to
-        config = config.model_copy()
-        config.resolve_auto(json.loads(info.read_text())["train_images"])
+        config, recorded = config.model_copy(), json.loads(info.read_text())
+        config.resolve_auto(recorded["train_images"], recorded["image_shape"][0] * recorded["image_shape"][1])
     now = config.model_dump()
     defaults = type(config)().model_dump()  # a key added since that run was saved has its default
     changed = sorted(k for k in now if saved.get(k, defaults[k]) != now[k] and k != "out")

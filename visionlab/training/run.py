@@ -199,9 +199,9 @@ def _train(config: TrainConfig, resume: bool, out: Path, world, device: torch.de
     train_images, train_labels = subsample(dataset.train.images, dataset.train.labels, config.max_train_images,
                                            config.seed)
     auto = [key for key in ("batch_size", "lr") if getattr(config, key) == "auto"]
-    config.resolve_auto(len(train_labels))  # the numbers are what config.yaml records
-    n_classes = len(dataset.classes)
     h, w, c = dataset.image_shape
+    config.resolve_auto(len(train_labels), h * w)  # the numbers are what config.yaml records
+    n_classes = len(dataset.classes)
     model = build_model(config.model, n_classes, c, (h, w), config.model_options())
     mean, std = model.normalization or channel_stats(train_images)
     if not resume and hasattr(model, "init_from_data"):  # a data-dependent initialisation (e.g. whitening)
