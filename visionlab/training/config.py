@@ -107,21 +107,22 @@ class TrainConfig(BaseModel):
         ``image_pixels`` (height x width) each.
 
         A step has a fixed cost (on this 2-core CPU about 1.2 ms: oneDNN's per-call work and the
-        small layers), so a big split trains faster in bigger batches: at 256, lenet on MNIST 28,600
-        -> 33,600 images/s, the mlp 78,000 -> 122,000, the CIFAR-10 cnn 5,900 -> 6,350 and lenet
-        21,000 -> 25,100. The lr grows with the batch (the linear scaling rule). Test accuracy at 256
-        and 4e-3 against 128 and 2e-3, mean over seeds: MNIST, 2 epochs, lenet -0.04 points (4
-        seeds), cnn -0.07, mlp -0.04 (2 seeds); CIFAR-10, 5 epochs, cnn +0.01, lenet -0.2 (2 seeds),
-        each within the spread between seeds. A small split keeps 128, so that its epochs have steps
-        enough.
+        small layers), so a big split trains faster in bigger batches: at 256 (measured 2026-11-22),
+        lenet on MNIST 28,600 -> 33,600 images/s, the mlp 78,000 -> 122,000, the CIFAR-10 cnn 5,900
+        -> 6,350 and lenet 21,000 -> 25,100. The lr grows with the batch (the linear scaling rule).
+        Test accuracy at 256 and 4e-3 against 128 and 2e-3, mean over seeds: MNIST, 2 epochs, lenet
+        -0.04 points (4 seeds), cnn -0.07, mlp -0.04 (2 seeds); CIFAR-10, 5 epochs, cnn +0.01, lenet
+        -0.2 (2 seeds), each within the spread between seeds. A small split keeps 128, so that its
+        epochs have steps enough.
 
         The small networks on small images, where that fixed cost is the largest share of a step
-        (lenet on MNIST: 1.2 of 5.4 ms at 256), go on to 512: lenet 44,000 -> 50,000 images/s, the
-        mlp 166,000 -> 264,000. Test accuracy at 512 and 8e-3 against 256 and 4e-3 on MNIST: 10
-        epochs (the default) lenet -0.01, mlp +0.03 points (2 seeds); 2 epochs lenet -0.07 (4
-        seeds), mlp -0.14 (2 seeds). Not the cnn: its 28x28 activations at 512 (26 MB) outgrow the
-        caches, and it trained slower (13,400 -> 11,700 images/s); nor larger images, whose
-        steps are mostly arithmetic.
+        (lenet on MNIST: 1.2 of 5.4 ms at 256), go on to 512: on 2026-12-06's host lenet 44,000 ->
+        50,000 images/s, the mlp 166,000 -> 264,000 (on the earlier host lenet was no faster, 36,600
+        -> 35,300). Test accuracy at 512 and 8e-3 against 256 and 4e-3 on MNIST: 10 epochs (the
+        default) lenet -0.01, mlp +0.03 points (2 seeds); 2 epochs lenet -0.07 (4 seeds), mlp -0.14
+        (2 seeds). Not the cnn: its 28x28 activations at 512 (26 MB) outgrow the caches, and it
+        trained slower (13,400 -> 11,700 images/s); nor larger images, whose steps are mostly
+        arithmetic.
         """
         if self.batch_size == "auto":
             small = self.model in SMALL_NETS and image_pixels <= SMALL_PIXELS
