@@ -9,10 +9,18 @@ from PIL import Image
 
 
 @pytest.fixture(autouse=True)
-def visionlab_home(tmp_path, monkeypatch):
+def visionlab_home(tmp_path, monkeypatch, kernels_dir):
     home = tmp_path / "vlhome"
     monkeypatch.setenv("VISIONLAB_HOME", str(home))
+    monkeypatch.setenv("VISIONLAB_KERNELS", str(kernels_dir))
     return home
+
+
+@pytest.fixture(scope="session")
+def kernels_dir(tmp_path_factory):
+    """One folder of compiled kernels (visionlab/models/maxpool.py) for the whole session, so that the
+    commands tests run in new processes do not each compile the kernel again."""
+    return tmp_path_factory.mktemp("kernels")
 
 
 @pytest.fixture(autouse=True)

@@ -41,6 +41,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import FeatureModel, ModelOptions
+from .maxpool import MaxPool2x2
 
 WHITEN_KERNEL = 2  # px: side of the patches the first layer whitens
 WHITEN_EPS = 5e-4  # added to each eigenvalue of the (normalised) patch covariance before 1/sqrt
@@ -100,7 +101,7 @@ def conv_group(c_in: int, c_out: int) -> nn.Sequential:
     Pooling right after the first conv (not after the block) runs BN, GELU and the second conv
     on a quarter of the pixels: this is where most of airbench's speed comes from.
     """
-    return nn.Sequential(OrderedDict(conv1=conv3x3(c_in, c_out), pool=nn.MaxPool2d(2), norm1=ShiftNorm(c_out),
+    return nn.Sequential(OrderedDict(conv1=conv3x3(c_in, c_out), pool=MaxPool2x2(), norm1=ShiftNorm(c_out),
                                      act1=nn.GELU(), conv2=conv3x3(c_out, c_out), norm2=ShiftNorm(c_out),
                                      act2=nn.GELU()))
 

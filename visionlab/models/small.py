@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import FeatureModel, ModelOptions, make_activation
+from .maxpool import MaxPool2x2
 
 CNN_HEAD = 128  # cnn2/cnn3: width of the fully connected layer before the head
 CNN_POOL = 4  # cnn2/cnn3: the last conv map is average-pooled to at most 4x4 (see _cnn)
@@ -58,11 +59,11 @@ def conv_block(c_in: int, c_out: int, kernel: int, padding: int, options: ModelO
         # max-pool commutes with a non-decreasing activation: pooling first gives the same
         # output with the activation (and its backward) on 4x fewer values; on a CPU these
         # element-wise passes, not the convolutions, dominate a small net's step
-        layers["pool"] = nn.MaxPool2d(2)
+        layers["pool"] = MaxPool2x2()
         layers["act"] = make_activation(options.activation)
     else:  # gelu dips below zero: pool(gelu(x)) != gelu(pool(x))
         layers["act"] = make_activation(options.activation)
-        layers["pool"] = nn.MaxPool2d(2)
+        layers["pool"] = MaxPool2x2()
     return nn.Sequential(layers)
 
 
