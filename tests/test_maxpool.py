@@ -60,6 +60,7 @@ def test_same_values_and_gradients_as_torch(dtype, shape, threads):
         y_ref, gx_ref = pool_and_grad(lambda t: F.max_pool2d(t, 2), x, grad)
     finally:
         torch.set_num_threads(before)
+    assert type(y.grad_fn).__name__ == "_MaxPool2x2Backward"  # the kernel's, not torch's
     assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert same(y, y_ref)

@@ -68,7 +68,8 @@ def _build(target: Path) -> None:
         log.debug("native max-pool kernel not built (%s); using torch's", exc)
         return
     if done.returncode == 0:
-        os.replace(scratch, target)  # atomic: of two concurrent builds (study workers, ranks) one wins whole
+        with contextlib.suppress(OSError):  # atomic: of two concurrent builds (study workers, ranks) one wins whole
+            os.replace(scratch, target)
         return
     scratch.unlink(missing_ok=True)
     message = f"{' '.join(done.args)} exited with {done.returncode}:\n{done.stderr}"
