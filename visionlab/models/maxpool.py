@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("maxpool2x2.c")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=c11", "-shared", "-fPIC"]
 DTYPES = {torch.bfloat16: "bf16", torch.float32: "f32"}
-_state: dict = {}  # "library": the loaded kernels, or None, once decided for this process
+_state: dict = {}  # "library": library(), once decided for this process
 
 
 def _compiler() -> str:
@@ -78,8 +78,8 @@ def _build(target: Path) -> None:
     log.debug("native max-pool kernel not built: %s", message)
 
 
-def library():
-    """The loaded kernels, or None where they are off or cannot be built (built here, once per
+def library() -> dict | None:
+    """The loaded kernels by (dtype, "forward" | "backward"), or None where they are off or cannot be built (built here, once per
     machine, if need be). Decided once per process."""
     if "library" in _state:
         return _state["library"]
@@ -93,27 +93,26 @@ def library():
         return None
     try:
         lib = ctypes.CDLL(str(target))
-        for dtype in DTYPES.values():
-            for step in ("forward", "backward"):
-                fn = getattr(lib, f"maxpool2x2_{dtype}_{step}")
-                fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4 + [ctypes.c_int]
-                fn.restype = None
+        kernels = {(dtype, step): getattr(lib, f"maxpool2x2_{name}_{step}")
+                   for dtype, name in DTYPES.items() for step in ("forward", "backward")}
     except (OSError, AttributeError) as exc:
         log.debug("native max-pool kernel %s not loaded (%s); using torch's", target, exc)
         return None
-    _state["library"] = lib
-    return lib
+    for fn in kernels.values():  # (3 pointers, N, H, W, C, threads)
+        fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+        fn.restype = None
+    _state["library"] = kernels
+    return kernels
 
 
 class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape  # stored (N, H, W, C): channels-last
-        name = DTYPES[x.dtype]
         y = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=torch.channels_last)
         code = torch.empty((n, h // 2, w // 2, c), dtype=torch.uint8)  # which of the 4 inputs each output is
-        getattr(_state["library"], f"maxpool2x2_{name}_forward")(x.data_ptr(), y.data_ptr(), code.data_ptr(), n, h, w,
-                                                                c, torch.get_num_threads())
+        _state["library"][x.dtype, "forward"](x.data_ptr(), y.data_ptr(), code.data_ptr(), n, h, w, c,
+                                              torch.get_num_threads())
         ctx.save_for_backward(code)
         ctx.input_shape = x.shape
         return y
@@ -125,8 +124,8 @@ class _MaxPool2x2(torch.autograd.Function):
         n, c, h, w = ctx.input_shape
         grad_y = grad_y.contiguous(memory_format=torch.channels_last)
         grad_x = torch.empty((n, c, h, w), dtype=grad_y.dtype, memory_format=torch.channels_last)
-        getattr(_state["library"], f"maxpool2x2_{DTYPES[grad_y.dtype]}_backward")(
-            grad_y.data_ptr(), code.data_ptr(), grad_x.data_ptr(), n, h, w, c, torch.get_num_threads())
+        _state["library"][grad_y.dtype, "backward"](grad_y.data_ptr(), code.data_ptr(), grad_x.data_ptr(), n, h, w, c,
+                                                    torch.get_num_threads())
         return grad_x
 
 
